@@ -1,0 +1,89 @@
+//! moto's server as Secrets Manager, one per test, on a free loopback port.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use tokio::process::{Child, Command};
+
+use crate::postgres::{HOST, free_port};
+
+pub const REGION: &str = "us-east-1";
+
+#[derive(Debug)]
+pub struct Moto {
+    port: u16,
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let child = Command::new("moto_server")
+            .args(["-H", HOST, "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("moto_server (pip install 'moto[server]')");
+        let moto = Moto { port, child, log };
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect((HOST, port)).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "moto did not start: {}", moto.log());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{HOST}:{}", self.port)
+    }
+
+    /// The environment that points an AWS SDK at this emulator.
+    pub fn sdk_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_REGION", REGION.into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    pub fn client(&self) -> Client {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "e2e"))
+            .http_client(http)
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// Turns IAM enforcement on: every call without an allowing policy is denied.
+    pub async fn enforce_iam(&self) {
+        let out = Command::new("curl")
+            .args(["-sf", "-X", "POST", "-d", "0", &format!("{}/moto-api/reset-auth", self.endpoint())])
+            .output()
+            .await
+            .expect("curl");
+        assert!(out.status.success(), "reset-auth failed");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}

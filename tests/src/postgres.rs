@@ -1,0 +1,221 @@
+//! A throwaway PostgreSQL 15 cluster: scram-sha-256 over TCP, TLS with a CA
+//! made for it, and `log_statement=all`, so a test can read every statement
+//! the server received.
+//!
+//! `initdb` refuses to run as root, so the cluster's files belong to the
+//! `postgres` OS user and the server runs through `setpriv` (which execs in
+//! place, so killing the child kills the server).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
+use sqlx::{ConnectOptions, Connection};
+use tokio::process::{Child, Command};
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const HOST: &str = "127.0.0.1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    On,
+    Off,
+}
+
+#[derive(Debug)]
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+    superuser_password: String,
+}
+
+impl Postgres {
+    pub async fn start(tls: Tls) -> Postgres {
+        let dir = tempfile::Builder::new().prefix("pg-e2e-").tempdir().expect("temp dir");
+        let superuser_password = format!("su-{}", uuid::Uuid::new_v4().simple());
+        std::fs::write(dir.path().join("pwfile"), &superuser_password).expect("pwfile");
+        if tls == Tls::On {
+            make_certificates(dir.path()).await;
+        }
+        run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path())).await;
+        run(as_postgres(&format!("{BIN}/initdb"))
+            .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8"])
+            .args(["--locale=C.UTF-8", "--no-sync", "--pwfile"])
+            .arg(dir.path().join("pwfile"))
+            .arg("-D")
+            .arg(dir.path().join("data")))
+        .await;
+
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut server = as_postgres(&format!("{BIN}/postgres"));
+        server
+            .arg("-D")
+            .arg(dir.path().join("data"))
+            .args(["-c", &format!("port={port}"), "-c", &format!("listen_addresses={HOST}")])
+            .args(["-c", &format!("unix_socket_directories={}", dir.path().display())])
+            .args(["-c", "fsync=off", "-c", "log_statement=all", "-c", "log_connections=on"])
+            .args(["-c", "log_line_prefix=%m [%p] %u@%d "]);
+        if tls == Tls::On {
+            server.args(["-c", "ssl=on"]);
+            server.args(["-c", &format!("ssl_cert_file={}", dir.path().join("server.crt").display())]);
+            server.args(["-c", &format!("ssl_key_file={}", dir.path().join("server.key").display())]);
+        }
+        let child = server
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start postgres");
+        let pg = Postgres { dir, port, child, superuser_password };
+        pg.wait_ready().await;
+        pg
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The PEM file of the CA that signed the server's certificate.
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    pub fn superuser_password(&self) -> &str {
+        &self.superuser_password
+    }
+
+    /// Every line the server logged, statements included.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn options(&self, user: &str, password: &str, dbname: &str) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .host(HOST)
+            .port(self.port)
+            .username(user)
+            .password(password)
+            .database(dbname)
+            .ssl_mode(PgSslMode::Prefer)
+            .disable_statement_logging()
+    }
+
+    /// Tries to log in; `Err` carries the SQLSTATE (or the error text).
+    pub async fn login(&self, user: &str, password: &str) -> Result<(), String> {
+        match PgConnection::connect_with(&self.options(user, password, "postgres")).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Err(sqlx::Error::Database(e)) => Err(e.code().map(|c| c.into_owned()).unwrap_or_default()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    pub async fn superuser(&self) -> PgConnection {
+        PgConnection::connect_with(&self.options("postgres", &self.superuser_password, "postgres"))
+            .await
+            .expect("superuser login")
+    }
+
+    /// Runs statements as the superuser (test setup only; test passwords set
+    /// here do appear in the statement log, so setup uses `set_password`).
+    pub async fn exec(&self, sql: &str) {
+        let mut conn = self.superuser().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut conn).await.expect(sql);
+        let _ = conn.close().await;
+    }
+
+    /// Creates or updates a login role whose password the server only ever
+    /// sees as a SCRAM verifier, so the statement log stays clean.
+    pub async fn set_password(&self, role: &str, password: &str) {
+        let verifier = rotation_fn::scram::verifier(&password.to_owned().into());
+        let ident = rotation_fn::sql::quote_ident(role);
+        let mut conn = self.superuser().await;
+        let exists: bool = sqlx::query_scalar(rotation_fn::sql::ROLE_EXISTS)
+            .bind(role)
+            .fetch_one(&mut conn)
+            .await
+            .expect("role lookup");
+        if !exists {
+            let create = format!("CREATE ROLE {ident} WITH LOGIN");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&mut conn).await.expect("create role");
+        }
+        let sql = rotation_fn::sql::set_password(role, &verifier);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect("set password");
+        let _ = conn.close().await;
+    }
+
+    /// Roles `role` is a direct member of.
+    pub async fn memberships(&self, role: &str) -> Vec<String> {
+        let mut conn = self.superuser().await;
+        sqlx::query_scalar(rotation_fn::sql::MEMBERSHIPS).bind(role).fetch_all(&mut conn).await.expect("memberships")
+    }
+
+    /// Stops the server (a test of an unreachable database).
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    async fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            if self.login("postgres", &self.superuser_password).await.is_ok() {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "postgres did not start: {}",
+                self.server_log()
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+}
+
+fn as_postgres(program: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--", program]);
+    cmd
+}
+
+async fn run(cmd: &mut Command) {
+    let out = cmd.output().await.expect("spawn");
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+async fn make_certificates(dir: &Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(Command::new("openssl")
+        .current_dir(dir)
+        .args(["req", "-x509", "-days", "2", "-subj", "/CN=e2e test CA", "-keyout", "ca.key", "-out", "ca.crt"])
+        .args(ec)
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]))
+    .await;
+    run(Command::new("openssl")
+        .current_dir(dir)
+        .args(["req", "-new", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"])
+        .args(ec))
+    .await;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext file");
+    run(Command::new("openssl").current_dir(dir).args([
+        "x509", "-req", "-days", "2", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-extfile", "server.ext",
+    ]))
+    .await;
+    run(Command::new("chmod").args(["600"]).arg(dir.join("server.key"))).await;
+}
+
+/// A port nobody listens on right now (the OS picks it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind((HOST, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
