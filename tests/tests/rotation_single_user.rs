@@ -1,8 +1,13 @@
 //! Single-user rotation, end to end: the real bootstrap, PostgreSQL, moto.
 
-use e2e::TestEnv;
+use e2e::{STEPS, TestEnv};
 
 const OLD: &str = "Initial-Passw0rd-for-app";
+
+async fn password(env: &TestEnv, arn: &str, stage: &str) -> String {
+    let value = env.value(arn, stage).await.unwrap_or_else(|| panic!("{stage} has a value"));
+    value["password"].as_str().expect("password").to_owned()
+}
 
 #[tokio::test]
 async fn full_rotation_switches_the_database_and_the_secret() {
@@ -12,13 +17,135 @@ async fn full_rotation_switches_the_database_and_the_secret() {
 
     let token = env.rotate(&arn).await.expect("rotation succeeds");
 
-    let current = env.value(&arn, "AWSCURRENT").await.expect("current value");
-    let new_password = current["password"].as_str().expect("password").to_owned();
+    let new_password = password(&env, &arn, "AWSCURRENT").await;
     assert_ne!(new_password, OLD);
     assert_eq!(env.version_with(&arn, "AWSCURRENT").await.as_deref(), Some(token.as_str()));
     assert_eq!(env.version_with(&arn, "AWSPREVIOUS").await, Some(old_version));
-    assert_eq!(env.value(&arn, "AWSPREVIOUS").await.expect("previous")["password"], OLD);
+    assert_eq!(env.version_with(&arn, "AWSPENDING").await, None, "AWSPENDING dropped after success");
+    assert_eq!(password(&env, &arn, "AWSPREVIOUS").await, OLD);
     assert_eq!(env.pg.login("app", &new_password).await, Ok(()));
     assert_eq!(env.pg.login("app", OLD).await, Err("28P01".into()));
+
+    // The server received a verifier, never the password.
+    let log = env.pg.server_log();
+    assert!(log.contains(r#"ALTER ROLE "app" PASSWORD 'SCRAM-SHA-256$4096:"#), "{log}");
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn three_rotations_in_a_row_keep_previous_one_behind() {
+    let mut env = TestEnv::start().await;
+    let arn = env.create_user_and_secret("app-chain", "app", OLD).await;
+    let mut seen = vec![OLD.to_owned()];
+    for _ in 0..3 {
+        env.rotate(&arn).await.expect("rotation");
+        let current = password(&env, &arn, "AWSCURRENT").await;
+        assert_eq!(password(&env, &arn, "AWSPREVIOUS").await, *seen.last().expect("last"));
+        assert!(!seen.contains(&current), "a fresh password each time");
+        assert_eq!(env.pg.login("app", &current).await, Ok(()));
+        seen.push(current);
+    }
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn every_step_run_twice_has_the_same_effect_as_once() {
+    let mut env = TestEnv::start().await;
+    let arn = env.create_user_and_secret("app-twice", "app", OLD).await;
+    let token = uuid::Uuid::new_v4().to_string();
+    env.start_rotation(&arn, &token).await.expect("start");
+    let mut outcomes = Vec::new();
+    for step in STEPS {
+        for _ in 0..2 {
+            let out = env.step(step, &arn, &token).await.expect("step succeeds");
+            outcomes.push(out["outcome"].as_str().expect("outcome").to_owned());
+        }
+    }
+    assert_eq!(
+        outcomes,
+        ["created", "already_created", "password_set", "already_set", "tested", "tested", "finished", "already_current"]
+    );
+    env.drop_pending(&arn, &token).await;
+    let pending_value = env.version_value(&arn, &token).await.expect("token value");
+    let current = password(&env, &arn, "AWSCURRENT").await;
+    assert_eq!(pending_value["password"].as_str(), Some(current.as_str()), "the second createSecret kept the first value");
+    assert_eq!(env.pg.login("app", &current).await, Ok(()));
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_crash_after_any_step_is_healed_by_retrying_with_the_same_token() {
+    let mut env = TestEnv::start().await;
+    for crash_after in 1..=4 {
+        let user = format!("crash{crash_after}");
+        let arn = env.create_user_and_secret(&format!("app-crash-{crash_after}"), &user, OLD).await;
+        let token = uuid::Uuid::new_v4().to_string();
+        env.start_rotation(&arn, &token).await.expect("start");
+        for step in &STEPS[..crash_after] {
+            env.step(step, &arn, &token).await.expect("step before the crash");
+        }
+        // The process dies; Secrets Manager retries the whole rotation later,
+        // in a fresh process, with the same token.
+        env.restart_function(&[]).await;
+        env.start_rotation(&arn, &token).await.expect("a retry is allowed");
+        env.resume(&arn, &token).await.unwrap_or_else(|f| panic!("retry after {crash_after} steps: {f:?}"));
+
+        let current = password(&env, &arn, "AWSCURRENT").await;
+        assert_eq!(env.version_with(&arn, "AWSCURRENT").await.as_deref(), Some(token.as_str()));
+        assert_eq!(env.pg.login(&user, &current).await, Ok(()), "after a crash following step {crash_after}");
+        assert_eq!(env.pg.login(&user, OLD).await, Err("28P01".into()));
+    }
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_new_rotation_is_refused_while_one_is_unfinished() {
+    let mut env = TestEnv::start().await;
+    let arn = env.create_user_and_secret("app-inflight", "app", OLD).await;
+    let first = uuid::Uuid::new_v4().to_string();
+    env.start_rotation(&arn, &first).await.expect("start");
+    env.step("createSecret", &arn, &first).await.expect("create");
+    env.step("setSecret", &arn, &first).await.expect("set");
+    // The database now has the pending password; AWSCURRENT does not.
+    let pending = env.version_value(&arn, &first).await.expect("pending")["password"].as_str().expect("pw").to_owned();
+    assert_eq!(env.pg.login("app", &pending).await, Ok(()));
+
+    let second = uuid::Uuid::new_v4().to_string();
+    let refused = env.start_rotation(&arn, &second).await.expect_err("refused");
+    assert!(refused.contains("isn't complete"), "{refused}");
+    // The function also refuses a token that is not the rotation in progress.
+    let err = env.step("createSecret", &arn, &second).await.expect_err("unknown token");
+    assert_eq!(err.error_type, "VersionStageMismatch");
+
+    env.resume(&arn, &first).await.expect("the first rotation completes");
+    assert_eq!(password(&env, &arn, "AWSCURRENT").await, pending);
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn test_secret_alone_checks_credentials_without_changing_anything() {
+    // RotateImmediately=false: Secrets Manager runs only testSecret, with a
+    // pending version that copies the current value.
+    let mut env = TestEnv::start().await;
+    let arn = env.create_user_and_secret("app-test-only", "app", OLD).await;
+    let token = uuid::Uuid::new_v4().to_string();
+    // moto copies AWSCURRENT into the new AWSPENDING version when
+    // RotateImmediately=false, enables rotation, then fails to find the
+    // function (it cannot invoke ours): the state Secrets Manager leaves.
+    let _ = env
+        .sm
+        .rotate_secret()
+        .secret_id(&arn)
+        .client_request_token(&token)
+        .rotation_lambda_arn("arn:aws:lambda:us-east-1:123456789012:function:rotation-fn")
+        .rotation_rules(aws_sdk_secretsmanager::types::RotationRulesType::builder().automatically_after_days(30).build())
+        .rotate_immediately(false)
+        .send()
+        .await;
+    assert_eq!(env.version_value(&arn, &token).await, env.value(&arn, "AWSCURRENT").await);
+    let out = env.step("testSecret", &arn, &token).await.expect("test succeeds");
+    assert_eq!(out["outcome"], "tested");
+    assert_eq!(password(&env, &arn, "AWSCURRENT").await, OLD);
+    assert_eq!(env.pg.login("app", OLD).await, Ok(()));
     env.assert_no_leaks().await;
 }
