@@ -149,6 +149,11 @@ impl Postgres {
         let _ = conn.close().await;
     }
 
+    pub async fn role_exists(&self, role: &str) -> bool {
+        let mut conn = self.superuser().await;
+        sqlx::query_scalar(rotation_fn::sql::ROLE_EXISTS).bind(role).fetch_one(&mut conn).await.expect("role lookup")
+    }
+
     /// Roles `role` is a direct member of.
     pub async fn memberships(&self, role: &str) -> Vec<String> {
         let mut conn = self.superuser().await;
