@@ -124,14 +124,20 @@ impl TestEnv {
     }
 
     pub async fn create_secret(&mut self, name: &str, value: &Value) -> String {
-        if let Some(p) = value.get("password").and_then(Value::as_str) {
+        self.create_raw_secret(name, &value.to_string()).await
+    }
+
+    /// A secret whose SecretString is `text`, JSON or not.
+    pub async fn create_raw_secret(&mut self, name: &str, text: &str) -> String {
+        let value: Option<Value> = serde_json::from_str(text).ok();
+        if let Some(p) = value.as_ref().and_then(|v| v.get("password")).and_then(Value::as_str) {
             self.remember(p);
         }
         let out = self
             .sm
             .create_secret()
             .name(name)
-            .secret_string(value.to_string())
+            .secret_string(text)
             .send()
             .await
             .expect("CreateSecret");
@@ -144,6 +150,12 @@ impl TestEnv {
     pub async fn value(&self, secret: &str, stage: &str) -> Option<Value> {
         let out = self.sm.get_secret_value().secret_id(secret).version_stage(stage).send().await.ok()?;
         serde_json::from_str(out.secret_string()?).ok()
+    }
+
+    /// The SecretString of the version carrying `stage`, unparsed.
+    pub async fn raw_value(&self, secret: &str, stage: &str) -> Option<String> {
+        let out = self.sm.get_secret_value().secret_id(secret).version_stage(stage).send().await.ok()?;
+        out.secret_string().map(str::to_owned)
     }
 
     pub async fn version_value(&self, secret: &str, version: &str) -> Option<Value> {
@@ -192,7 +204,7 @@ impl TestEnv {
             .await;
         let stages = self.stages(secret).await;
         assert_eq!(stages.get(token).map(Vec::as_slice), Some(&["AWSPENDING".to_owned()][..]), "placeholder");
-        assert!(self.value(secret, "AWSCURRENT").await.is_some(), "AWSCURRENT kept its value");
+        assert!(self.raw_value(secret, "AWSCURRENT").await.is_some(), "AWSCURRENT kept its value");
         Ok(())
     }
 
