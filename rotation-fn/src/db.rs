@@ -127,6 +127,9 @@ pub fn classify(error: &sqlx::Error) -> DbFailure {
             }
         }
         sqlx::Error::Tls(e) => DbFailure::Tls(e.to_string()),
+        // rustls reports a failed handshake (unknown issuer, wrong name,
+        // expired) as invalid data on the stream: not retryable.
+        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => DbFailure::Tls(e.to_string()),
         sqlx::Error::Io(e) => DbFailure::Unreachable(e.to_string()),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => DbFailure::Unreachable(error.to_string()),
         other => {

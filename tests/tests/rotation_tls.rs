@@ -1,0 +1,75 @@
+//! TLS: verified by default, never a silent fall-back to plain text.
+
+use e2e::{Function, TestEnv, Tls, runtime_api};
+use serde_json::json;
+
+const OLD: &str = "Initial-Passw0rd-for-app";
+
+/// Restarts the function with its default environment minus `without`.
+async fn restart_without(env: &mut TestEnv, without: &str) {
+    env.stop_function().await;
+    let vars: Vec<_> = env.function_env().into_iter().filter(|(k, _)| *k != without).collect();
+    env.function = Some(Function::spawn(&runtime_api::bootstrap_path(), &vars).await);
+}
+
+#[tokio::test]
+async fn a_server_without_tls_is_refused_not_used_in_plain_text() {
+    let mut env = TestEnv::start_with(Tls::Off).await;
+    let arn = env.create_user_and_secret("app-no-tls", "app", OLD).await;
+    let failure = env.rotate(&arn).await.expect_err("TLS required");
+    assert_eq!(failure.step, "setSecret");
+    assert_eq!(failure.error.error_type, "DatabaseTlsFailed", "{}", failure.error.error_message);
+    assert!(!env.pg.server_log().contains("connection authorized: user=app"), "no plaintext session was opened");
+    assert_eq!(env.pg.login("app", OLD).await, Ok(()), "the password did not change");
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn ssl_false_in_the_secret_is_the_explicit_opt_out() {
+    let mut env = TestEnv::start_with(Tls::Off).await;
+    env.pg.set_password("app", OLD).await;
+    let mut value = env.secret_json("app", OLD);
+    value["ssl"] = json!(false);
+    let arn = env.create_secret("app-ssl-false", &value).await;
+    env.rotate(&arn).await.expect("plaintext when the secret says so");
+    let current = env.value(&arn, "AWSCURRENT").await.expect("current");
+    assert_eq!(current["ssl"], json!(false), "the key is kept");
+    assert_eq!(env.pg.login("app", current["password"].as_str().expect("pw")).await, Ok(()));
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn db_tls_disable_is_the_operators_opt_out() {
+    let mut env = TestEnv::start_with(Tls::Off).await;
+    let arn = env.create_user_and_secret("app-db-tls-disable", "app", OLD).await;
+    env.restart_function(&[("DB_TLS", "disable")]).await;
+    env.rotate(&arn).await.expect("plaintext when the operator says so");
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_untrusted_ca_is_refused() {
+    let mut env = TestEnv::start().await;
+    let arn = env.create_user_and_secret("app-untrusted", "app", OLD).await;
+    // Without DB_CA_BUNDLE the platform's roots apply, and they do not know
+    // the test CA: exactly what a man in the middle's certificate looks like.
+    restart_without(&mut env, "DB_CA_BUNDLE").await;
+    let failure = env.rotate(&arn).await.expect_err("untrusted certificate");
+    assert_eq!(failure.error.error_type, "DatabaseTlsFailed", "{}", failure.error.error_message);
+    let message = &failure.error.error_message;
+    assert!(message.contains("AWSPENDING") && message.contains("permanent"), "{message}");
+    assert_eq!(env.pg.login("app", OLD).await, Ok(()));
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_missing_ca_bundle_file_stops_the_function_at_start_with_its_name() {
+    let mut env = TestEnv::start().await;
+    env.stop_function().await;
+    let mut vars = env.function_env();
+    vars.push(("DB_CA_BUNDLE", "/nonexistent/rds-ca.pem".into()));
+    let mut function = Function::spawn(&runtime_api::bootstrap_path(), &vars).await;
+    let code = function.wait_exit().await;
+    assert!(code.is_some_and(|c| c != 0), "exits non-zero: {code:?}");
+    assert!(function.output().contains("DB_CA_BUNDLE"), "{}", function.output());
+}
