@@ -149,3 +149,17 @@ async fn test_secret_alone_checks_credentials_without_changing_anything() {
     assert_eq!(env.pg.login("app", OLD).await, Ok(()));
     env.assert_no_leaks().await;
 }
+
+#[tokio::test]
+async fn unusual_usernames_are_quoted_not_mangled() {
+    let mut env = TestEnv::start().await;
+    let names = ["App-User", "we\"ird'name", "Ünïcödé user", "select", &"x".repeat(63)];
+    for (i, user) in names.iter().enumerate() {
+        let arn = env.create_user_and_secret(&format!("odd-{i}"), user, OLD).await;
+        env.rotate(&arn).await.unwrap_or_else(|f| panic!("{user:?}: {f:?}"));
+        let current = password(&env, &arn, "AWSCURRENT").await;
+        assert_eq!(env.pg.login(user, &current).await, Ok(()), "{user:?}");
+        assert_eq!(env.pg.login(user, OLD).await, Err("28P01".into()), "{user:?}");
+    }
+    env.assert_no_leaks().await;
+}

@@ -1,0 +1,84 @@
+//! The function as Lambda runs it: deadlines, concurrent invocations from
+//! two processes, and logs at the most verbose level.
+
+use std::time::{Duration, Instant};
+
+use e2e::{Function, STEPS, TestEnv, runtime_api};
+use serde_json::json;
+
+const OLD: &str = "Initial-Passw0rd-for-app";
+
+#[tokio::test]
+async fn a_database_that_never_answers_ends_in_a_precise_error_before_lambdas_timeout() {
+    let mut env = TestEnv::start().await;
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    env.pg.set_password("app", OLD).await;
+    let mut value = env.secret_json("app", OLD);
+    value["port"] = json!(port);
+    let arn = env.create_secret("app-silent", &value).await;
+    let timeout = Duration::from_secs(3);
+    env.function.as_mut().expect("function").timeout = timeout;
+
+    let started = Instant::now();
+    let failure = env.rotate(&arn).await.expect_err("no answer");
+    assert_eq!(failure.step, "setSecret");
+    assert_eq!(failure.error.error_type, "DeadlineExceeded", "{}", failure.error.error_message);
+    let message = &failure.error.error_message;
+    assert!(message.contains("AWSPENDING") && message.contains("transient"), "{message}");
+    // createSecret and setSecret each had the whole timeout; the function
+    // answered before Lambda would have killed it.
+    assert!(started.elapsed() < 2 * timeout, "{:?}", started.elapsed());
+    held.abort();
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn two_processes_running_the_same_steps_at_once_agree() {
+    // Reserved concurrency 1 prevents this in production, but an operator's
+    // manual rotate-secret racing a retry must still end in one password.
+    let mut env = TestEnv::start().await;
+    let arn = env.create_user_and_secret("app-race", "app", OLD).await;
+    let mut other = Function::spawn(&runtime_api::bootstrap_path(), &env.function_env()).await;
+    let token = uuid::Uuid::new_v4().to_string();
+    env.start_rotation(&arn, &token).await.expect("start");
+    for step in STEPS {
+        let event = json!({ "Step": step, "SecretId": arn, "ClientRequestToken": token });
+        let (mine, theirs) = tokio::join!(env.invoke(&event), other.invoke(&event));
+        // One may see the other's work half done; a failure must be one
+        // Secrets Manager's retry heals, and both must not fail.
+        assert!(mine.is_ok() || theirs.is_ok(), "{step}: {mine:?} / {theirs:?}");
+    }
+    env.drop_pending(&arn, &token).await;
+    let current = env.value(&arn, "AWSCURRENT").await.expect("current");
+    assert_eq!(env.version_with(&arn, "AWSCURRENT").await.as_deref(), Some(token.as_str()));
+    let password = current["password"].as_str().expect("password");
+    assert_eq!(env.pg.login("app", password).await, Ok(()), "the database holds what AWSCURRENT holds");
+    let other_output = other.stop().await;
+    env.assert_no_leaks().await;
+    for secret in [OLD, password] {
+        assert!(!other_output.contains(secret), "the second process leaked a password");
+    }
+}
+
+#[tokio::test]
+async fn trace_level_logs_carry_the_story_but_no_password() {
+    let mut env = TestEnv::start().await;
+    env.restart_function(&[("RUST_LOG", "trace")]).await;
+    let arn = env.create_user_and_secret("app-trace", "app", OLD).await;
+    let token = env.rotate(&arn).await.expect("rotation");
+    let output = env.function_output();
+    for step in STEPS {
+        assert!(output.contains(step), "the log names {step}");
+    }
+    assert!(output.contains(&token), "the log names the token");
+    assert!(output.lines().count() > 50, "trace level is really on: {} lines", output.lines().count());
+    env.assert_no_leaks().await;
+}
