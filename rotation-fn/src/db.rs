@@ -40,7 +40,12 @@ impl Connector {
 
     /// Logs in as `secret`'s user. The returned error is the classified
     /// failure, so callers can tell "wrong password" from "unreachable".
-    pub async fn login(&self, secret: &DbSecret, credential: Credential, deadline: &Deadline) -> Result<Session, RotationError> {
+    pub async fn login(
+        &self,
+        secret: &DbSecret,
+        credential: Credential,
+        deadline: &Deadline,
+    ) -> Result<Session, RotationError> {
         let database_error = |failure| RotationError::Database {
             credential,
             user: secret.username.clone(),
@@ -57,13 +62,7 @@ impl Connector {
             )
             .await?
             .map_err(|e| database_error(classify(&e)))?;
-        Ok(Session {
-            conn,
-            credential,
-            user: secret.username.clone(),
-            host: secret.host.clone(),
-            port: secret.port,
-        })
+        Ok(Session { conn, credential, user: secret.username.clone(), host: secret.host.clone(), port: secret.port })
     }
 
     fn options(&self, secret: &DbSecret, statement_budget: Duration) -> PgConnectOptions {
@@ -101,7 +100,10 @@ impl Session {
     pub async fn execute(&mut self, sql: &str, deadline: &Deadline) -> Result<(), RotationError> {
         let query = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
         deadline
-            .run(|| format!("a statement as {} user {:?} on {}:{}", self.credential, self.user, self.host, self.port), query.execute(&mut self.conn))
+            .run(
+                || format!("a statement as {} user {:?} on {}:{}", self.credential, self.user, self.host, self.port),
+                query.execute(&mut self.conn),
+            )
             .await?
             .map(drop)
             .map_err(|e| self.error(classify(&e)))

@@ -46,7 +46,11 @@ impl Deadline {
     }
 
     /// Runs `fut` until it finishes or the deadline passes.
-    pub async fn run<T>(&self, operation: impl FnOnce() -> String, fut: impl Future<Output = T>) -> Result<T, TimedOut> {
+    pub async fn run<T>(
+        &self,
+        operation: impl FnOnce() -> String,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, TimedOut> {
         self.run_for(self.remaining(), operation, fut).await
     }
 

@@ -131,7 +131,9 @@ impl RotationError {
             RotationError::Database { failure: DbFailure::Tls(_), .. } => "DatabaseTlsFailed",
             RotationError::Database { failure: DbFailure::Unreachable(_), .. } => "DatabaseUnreachable",
             RotationError::Database { .. } => "DatabaseError",
-            RotationError::Aws(AwsFailure { code, .. }) if code.contains("AccessDenied") => "SecretsManagerAccessDenied",
+            RotationError::Aws(AwsFailure { code, .. }) if code.contains("AccessDenied") => {
+                "SecretsManagerAccessDenied"
+            }
             RotationError::Aws(_) => "SecretsManagerError",
             RotationError::Timeout(_) => "DeadlineExceeded",
         }

@@ -67,11 +67,7 @@ impl RotationEvent {
     pub fn parse(value: &Value) -> Result<Self, EventError> {
         let object = value.as_object().ok_or(EventError::NotObject)?;
         let field = |name: &'static str| {
-            object
-                .get(name)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .ok_or(EventError::Missing(name))
+            object.get(name).and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(EventError::Missing(name))
         };
         let step = match field("Step")? {
             "createSecret" => Step::Create,

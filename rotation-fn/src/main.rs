@@ -19,9 +19,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         tracing::warn!("DB_TLS=disable: connecting to databases without TLS (local development only)");
     }
     // One TLS stack for everything: rustls with ring, as sqlx uses.
-    let http = Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .build_https();
+    let http = Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https();
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
     let rotator = Rotator::new(aws_sdk_secretsmanager::Client::new(&sdk), config);
     let rotator = &rotator;
@@ -37,7 +35,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 /// runtime traces the raw event, sqlx statements carry verifiers.
 fn init_logging() {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    for directive in ["lambda_runtime=info", "lambda_runtime_api_client=info", "sqlx=warn", "aws_smithy_runtime=info", "hyper=info", "rustls=info"] {
+    for directive in [
+        "lambda_runtime=info",
+        "lambda_runtime_api_client=info",
+        "sqlx=warn",
+        "aws_smithy_runtime=info",
+        "hyper=info",
+        "rustls=info",
+    ] {
         if let Ok(d) = directive.parse() {
             filter = filter.add_directive(d);
         }

@@ -65,9 +65,8 @@ impl PasswordPolicy {
         // from the operating system.
         let mut rng = rand::rng();
         loop {
-            let candidate: String = (0..self.length)
-                .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
-                .collect();
+            let candidate: String =
+                (0..self.length).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect();
             if self.satisfied_by(&candidate) {
                 return SecretString::from(candidate);
             }

@@ -74,7 +74,9 @@ impl DbSecret {
         };
         let password = match rest.remove("password") {
             Some(Value::String(p)) if !p.is_empty() => SecretString::from(p),
-            Some(Value::String(_)) => return Err(SecretError::WrongType { key: "password", expected: "a non-empty string" }),
+            Some(Value::String(_)) => {
+                return Err(SecretError::WrongType { key: "password", expected: "a non-empty string" });
+            }
             Some(_) => return Err(SecretError::WrongType { key: "password", expected: "a string" }),
             None => return Err(SecretError::Missing("password")),
         };
@@ -316,9 +318,6 @@ mod tests {
         assert_eq!(base_username("app_clone"), "app");
         assert_eq!(base_username("app"), "app");
         assert!(alternate_username(&"u".repeat(57)).is_ok());
-        assert!(matches!(
-            alternate_username(&"u".repeat(58)),
-            Err(SecretError::IdentifierTooLong { .. })
-        ));
+        assert!(matches!(alternate_username(&"u".repeat(58)), Err(SecretError::IdentifierTooLong { .. })));
     }
 }

@@ -102,7 +102,9 @@ impl SecretStore {
             .send();
         match deadline.run(|| "Secrets Manager PutSecretValue".into(), call).await? {
             Ok(_) => Ok(PutOutcome::Written),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_exists_exception()) => Ok(PutOutcome::AlreadyExists),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_exists_exception()) => {
+                Ok(PutOutcome::AlreadyExists)
+            }
             Err(e) => Err(failure("PutSecretValue", e).into()),
         }
     }
@@ -110,7 +112,13 @@ impl SecretStore {
     /// Moves AWSCURRENT from `from` to `to`; Secrets Manager then labels
     /// `from` AWSPREVIOUS.
     #[instrument(skip_all, fields(secret = secret_id, from, to))]
-    pub async fn promote(&self, secret_id: &str, to: &str, from: &str, deadline: &Deadline) -> Result<(), RotationError> {
+    pub async fn promote(
+        &self,
+        secret_id: &str,
+        to: &str,
+        from: &str,
+        deadline: &Deadline,
+    ) -> Result<(), RotationError> {
         let call = self
             .client
             .update_secret_version_stage()

@@ -133,14 +133,7 @@ impl TestEnv {
         if let Some(p) = value.as_ref().and_then(|v| v.get("password")).and_then(Value::as_str) {
             self.remember(p);
         }
-        let out = self
-            .sm
-            .create_secret()
-            .name(name)
-            .secret_string(text)
-            .send()
-            .await
-            .expect("CreateSecret");
+        let out = self.sm.create_secret().name(name).secret_string(text).send().await.expect("CreateSecret");
         let arn = out.arn().expect("arn").to_owned();
         self.secrets.push(arn.clone());
         arn
@@ -187,9 +180,8 @@ impl TestEnv {
         if stages.contains_key(token) {
             return Ok(()); // a retry with the same token reuses the version
         }
-        if let Some((id, _)) = stages
-            .iter()
-            .find(|(_, s)| s.iter().any(|l| l == "AWSPENDING") && !s.iter().any(|l| l == "AWSCURRENT"))
+        if let Some((id, _)) =
+            stages.iter().find(|(_, s)| s.iter().any(|l| l == "AWSPENDING") && !s.iter().any(|l| l == "AWSCURRENT"))
         {
             return Err(format!("a previous rotation ({id}) isn't complete"));
         }
@@ -287,7 +279,9 @@ impl TestEnv {
                 .expect("ListSecretVersionIds");
             for v in versions.versions() {
                 let Some(id) = v.version_id() else { continue };
-                if let Some(p) = self.version_value(&secret, id).await.and_then(|v| v["password"].as_str().map(str::to_owned)) {
+                if let Some(p) =
+                    self.version_value(&secret, id).await.and_then(|v| v["password"].as_str().map(str::to_owned))
+                {
                     self.passwords.insert(p);
                 }
             }

@@ -72,7 +72,16 @@ impl Moto {
     /// Turns IAM enforcement on: every call without an allowing policy is denied.
     pub async fn enforce_iam(&self) {
         let out = Command::new("curl")
-            .args(["-sf", "-X", "POST", "-H", "Content-Type: text/plain", "--data-binary", "0", &format!("{}/moto-api/reset-auth", self.endpoint())])
+            .args([
+                "-sf",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: text/plain",
+                "--data-binary",
+                "0",
+                &format!("{}/moto-api/reset-auth", self.endpoint()),
+            ])
             .output()
             .await
             .expect("curl");

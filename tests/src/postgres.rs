@@ -63,12 +63,7 @@ impl Postgres {
             server.args(["-c", &format!("ssl_cert_file={}", dir.path().join("server.crt").display())]);
             server.args(["-c", &format!("ssl_key_file={}", dir.path().join("server.key").display())]);
         }
-        let child = server
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start postgres");
+        let child = server.stdout(Stdio::null()).stderr(log).kill_on_drop(true).spawn().expect("start postgres");
         let pg = Postgres { dir, port, child, superuser_password };
         pg.wait_ready().await;
         pg
@@ -171,11 +166,7 @@ impl Postgres {
             if self.login("postgres", &self.superuser_password).await.is_ok() {
                 return;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "postgres did not start: {}",
-                self.server_log()
-            );
+            assert!(started.elapsed() < Duration::from_secs(20), "postgres did not start: {}", self.server_log());
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
     }
@@ -213,8 +204,21 @@ async fn make_certificates(dir: &Path) {
     )
     .expect("ext file");
     run(Command::new("openssl").current_dir(dir).args([
-        "x509", "-req", "-days", "2", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.crt", "-extfile", "server.ext",
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-extfile",
+        "server.ext",
     ]))
     .await;
     run(Command::new("chmod").args(["600"]).arg(dir.join("server.key"))).await;

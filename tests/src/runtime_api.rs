@@ -121,10 +121,8 @@ impl Function {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
         let output = Arc::new(Mutex::new(String::new()));
-        let streams: [Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>; 2] = [
-            child.stdout.take().map(|s| Box::new(s) as _),
-            child.stderr.take().map(|s| Box::new(s) as _),
-        ];
+        let streams: [Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>; 2] =
+            [child.stdout.take().map(|s| Box::new(s) as _), child.stderr.take().map(|s| Box::new(s) as _)];
         for mut stream in streams.into_iter().flatten() {
             let output = output.clone();
             tokio::spawn(async move {

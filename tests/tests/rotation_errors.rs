@@ -52,9 +52,17 @@ async fn each_missing_or_malformed_key_is_named_and_nothing_is_written() {
         let err = env.step("createSecret", &arn, &token).await.expect_err(name);
         assert_eq!(err.error_type, "InvalidSecret", "{name}: {}", err.error_message);
         assert!(err.error_message.contains(expected), "{name}: {}", err.error_message);
-        assert!(err.error_message.contains("AWSCURRENT") && err.error_message.contains("permanent"), "{name}: {}", err.error_message);
+        assert!(
+            err.error_message.contains("AWSCURRENT") && err.error_message.contains("permanent"),
+            "{name}: {}",
+            err.error_message
+        );
         assert_eq!(env.version_value(&arn, &token).await, None, "{name}: no pending value written");
-        assert_eq!(env.raw_value(&arn, "AWSCURRENT").await.as_deref(), Some(secret_string.as_str()), "{name}: AWSCURRENT kept");
+        assert_eq!(
+            env.raw_value(&arn, "AWSCURRENT").await.as_deref(),
+            Some(secret_string.as_str()),
+            "{name}: AWSCURRENT kept"
+        );
     }
     assert!(!env.pg.server_log()[log_before..].contains("ALTER ROLE"), "the database was not touched");
     assert_eq!(env.pg.login("app", OLD).await, Ok(()));
@@ -88,7 +96,11 @@ async fn tokens_that_are_not_the_rotation_in_progress() {
     let pending = begin(&env, &arn).await;
     let err = env.step("setSecret", &arn, &stranger).await.expect_err("unknown token");
     assert_eq!(err.error_type, "VersionStageMismatch");
-    assert!(err.error_message.contains(&stranger) && err.error_message.contains("not a version"), "{}", err.error_message);
+    assert!(
+        err.error_message.contains(&stranger) && err.error_message.contains("not a version"),
+        "{}",
+        err.error_message
+    );
 
     // Already AWSCURRENT: every step succeeds and does nothing.
     let alters_before = env.pg.server_log().matches("ALTER ROLE").count();
@@ -167,7 +179,10 @@ async fn a_stale_current_password_falls_back_to_previous_and_neither_is_a_clear_
     assert_eq!(failure.step, "setSecret");
     assert_eq!(failure.error.error_type, "DatabaseAuthenticationFailed");
     let message = &failure.error.error_message;
-    assert!(message.contains("AWSCURRENT") && message.contains("AWSPREVIOUS") && message.contains("28P01"), "{message}");
+    assert!(
+        message.contains("AWSCURRENT") && message.contains("AWSPREVIOUS") && message.contains("28P01"),
+        "{message}"
+    );
     assert_eq!(env.value(&arn, "AWSCURRENT").await.expect("current")["password"].as_str(), Some(current.as_str()));
     assert_eq!(env.pg.login("app", unknown).await, Ok(()), "the database was left alone");
     env.assert_no_leaks().await;
@@ -182,6 +197,10 @@ async fn access_denied_by_iam_is_named_and_permanent() {
     env.moto.enforce_iam().await; // the function's dummy credentials have no policy
     let err = env.step("createSecret", &arn, &token).await.expect_err("denied");
     assert_eq!(err.error_type, "SecretsManagerAccessDenied");
-    assert!(err.error_message.contains("AccessDenied") && err.error_message.contains("permanent"), "{}", err.error_message);
+    assert!(
+        err.error_message.contains("AccessDenied") && err.error_message.contains("permanent"),
+        "{}",
+        err.error_message
+    );
     assert!(!err.error_message.contains(OLD));
 }

@@ -63,12 +63,25 @@ async fn every_step_run_twice_has_the_same_effect_as_once() {
     }
     assert_eq!(
         outcomes,
-        ["created", "already_created", "password_set", "already_set", "tested", "tested", "finished", "already_current"]
+        [
+            "created",
+            "already_created",
+            "password_set",
+            "already_set",
+            "tested",
+            "tested",
+            "finished",
+            "already_current"
+        ]
     );
     env.drop_pending(&arn, &token).await;
     let pending_value = env.version_value(&arn, &token).await.expect("token value");
     let current = password(&env, &arn, "AWSCURRENT").await;
-    assert_eq!(pending_value["password"].as_str(), Some(current.as_str()), "the second createSecret kept the first value");
+    assert_eq!(
+        pending_value["password"].as_str(),
+        Some(current.as_str()),
+        "the second createSecret kept the first value"
+    );
     assert_eq!(env.pg.login("app", &current).await, Ok(()));
     env.assert_no_leaks().await;
 }
@@ -138,7 +151,9 @@ async fn test_secret_alone_checks_credentials_without_changing_anything() {
         .secret_id(&arn)
         .client_request_token(&token)
         .rotation_lambda_arn("arn:aws:lambda:us-east-1:123456789012:function:rotation-fn")
-        .rotation_rules(aws_sdk_secretsmanager::types::RotationRulesType::builder().automatically_after_days(30).build())
+        .rotation_rules(
+            aws_sdk_secretsmanager::types::RotationRulesType::builder().automatically_after_days(30).build(),
+        )
         .rotate_immediately(false)
         .send()
         .await;

@@ -46,13 +46,8 @@ pub async fn run(ctx: &StepContext<'_>) -> Result<Outcome, RotationError> {
 
     let pending = current.with_credentials(username, ctx.config.password.generate());
     let value = pending.to_secret_string();
-    let put = ctx.store.put_pending(
-        &ctx.arn,
-        &ctx.event.token,
-        &value,
-        ctx.event.rotation_token.as_deref(),
-        &ctx.deadline,
-    );
+    let put =
+        ctx.store.put_pending(&ctx.arn, &ctx.event.token, &value, ctx.event.rotation_token.as_deref(), &ctx.deadline);
     match put.await? {
         PutOutcome::Written => Ok(Outcome::Created),
         PutOutcome::AlreadyExists => Ok(Outcome::AlreadyCreated),

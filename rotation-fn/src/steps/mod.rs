@@ -48,9 +48,9 @@ impl StepContext<'_> {
     /// AWSCURRENT, validated. It always exists on a secret being rotated.
     pub async fn current(&self) -> Result<DbSecret, RotationError> {
         let version = self.current_version.clone();
-        self.read(&self.arn.clone(), CURRENT, Some(&version), Credential::Current)
-            .await?
-            .ok_or_else(|| RotationError::MissingVersion { arn: self.arn.clone(), credential: Credential::Current, hint: "" })
+        self.read(&self.arn.clone(), CURRENT, Some(&version), Credential::Current).await?.ok_or_else(|| {
+            RotationError::MissingVersion { arn: self.arn.clone(), credential: Credential::Current, hint: "" }
+        })
     }
 
     /// The AWSPENDING version this rotation wrote in createSecret.
@@ -72,9 +72,11 @@ impl StepContext<'_> {
 
     /// The master secret's AWSCURRENT (alternating users).
     pub async fn master(&self, master_arn: &str) -> Result<DbSecret, RotationError> {
-        self.read(master_arn, CURRENT, None, Credential::Master)
-            .await?
-            .ok_or_else(|| RotationError::MissingVersion { arn: master_arn.to_owned(), credential: Credential::Master, hint: "" })
+        self.read(master_arn, CURRENT, None, Credential::Master).await?.ok_or_else(|| RotationError::MissingVersion {
+            arn: master_arn.to_owned(),
+            credential: Credential::Master,
+            hint: "",
+        })
     }
 
     async fn read(

@@ -62,7 +62,11 @@ async fn single_user(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Outcom
     Ok(Outcome::PasswordSet)
 }
 
-async fn login_previous(ctx: &StepContext<'_>, pending: &DbSecret, current: DbFailure) -> Result<Session, RotationError> {
+async fn login_previous(
+    ctx: &StepContext<'_>,
+    pending: &DbSecret,
+    current: DbFailure,
+) -> Result<Session, RotationError> {
     let no_login = |previous: String| RotationError::NoWorkingLogin {
         user: pending.username.clone(),
         host: pending.host.clone(),
@@ -85,7 +89,11 @@ async fn login_previous(ctx: &StepContext<'_>, pending: &DbSecret, current: DbFa
     }
 }
 
-async fn alternating_users(ctx: &StepContext<'_>, pending: &DbSecret, master_arn: &str) -> Result<Outcome, RotationError> {
+async fn alternating_users(
+    ctx: &StepContext<'_>,
+    pending: &DbSecret,
+    master_arn: &str,
+) -> Result<Outcome, RotationError> {
     let master = ctx.master(master_arn).await?;
     if !master.same_server(pending) {
         return Err(ctx.inconsistent(format!(
@@ -128,7 +136,12 @@ async fn role_exists(session: &mut Session, role: &str, ctx: &StepContext<'_>) -
 /// the original (so it reaches objects the original owns or was granted) and
 /// of every role the original is a member of. Checked on every rotation, so
 /// grants added to or removed from the original later do not drift apart.
-async fn sync_memberships(session: &mut Session, base: &str, clone: &str, ctx: &StepContext<'_>) -> Result<(), RotationError> {
+async fn sync_memberships(
+    session: &mut Session,
+    base: &str,
+    clone: &str,
+    ctx: &StepContext<'_>,
+) -> Result<(), RotationError> {
     let mut wanted = memberships(session, base, ctx).await?;
     wanted.push(base.to_owned());
     wanted.retain(|role| role != clone);

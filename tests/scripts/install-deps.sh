@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests and the demo run against, if missing:
+# PostgreSQL 15's server binaries, moto's server (the Secrets Manager
+# emulator), the openssl and curl CLIs, and cargo-nextest. Idempotent and
+# quiet when everything is there already.
+set -euo pipefail
+
+PG_BIN=/usr/lib/postgresql/15/bin
+MOTO_VERSION=5.2.1
+NEXTEST_VERSION=0.9.143
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_packages=()
+[ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/postgres" ] && command -v pgbench >/dev/null || apt_packages+=(postgresql-15 postgresql-client-15)
+command -v openssl >/dev/null || apt_packages+=(openssl)
+command -v curl >/dev/null || apt_packages+=(curl ca-certificates)
+command -v setpriv >/dev/null || apt_packages+=(util-linux)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${apt_packages[*]}"
+  as_root apt-get update -qq
+  # The package's post-install may start a cluster on 5432; the tests never use it.
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+id postgres >/dev/null 2>&1 || as_root useradd --system --home /var/lib/postgresql --shell /bin/bash postgres
+
+if ! command -v moto_server >/dev/null || ! python3 -c 'import moto, flask' 2>/dev/null; then
+  echo "install-deps: pip install moto[server]==$MOTO_VERSION"
+  python3 -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-nextest@$NEXTEST_VERSION"
+  cargo install --locked -q "cargo-nextest@$NEXTEST_VERSION"
+fi
