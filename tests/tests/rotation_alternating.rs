@@ -26,8 +26,7 @@ fn quote(ident: &str) -> String {
 }
 
 async fn current(env: &TestEnv, arn: &str) -> (String, String) {
-    let value = env.value(arn, "AWSCURRENT").await.expect("AWSCURRENT");
-    (value["username"].as_str().expect("username").to_owned(), value["password"].as_str().expect("password").to_owned())
+    current_of(env, arn, "AWSCURRENT").await
 }
 
 #[tokio::test]
