@@ -82,3 +82,26 @@ async fn trace_level_logs_carry_the_story_but_no_password() {
     assert!(output.lines().count() > 50, "trace level is really on: {} lines", output.lines().count());
     env.assert_no_leaks().await;
 }
+
+#[tokio::test]
+async fn rotation_token_and_unknown_event_fields_are_accepted_and_never_logged() {
+    let mut env = TestEnv::start().await;
+    env.restart_function(&[("RUST_LOG", "trace")]).await;
+    let arn = env.create_user_and_secret("app-event", "app", OLD).await;
+    let token = uuid::Uuid::new_v4().to_string();
+    env.start_rotation(&arn, &token).await.expect("start");
+    let rotation_token = "Rotation-token-that-must-stay-private-1";
+    let stray = "Stray-secret-in-an-unknown-field-2";
+    env.remember(rotation_token);
+    env.remember(stray);
+    for step in STEPS {
+        let event = json!({
+            "Step": step, "SecretId": arn, "ClientRequestToken": token,
+            "RotationToken": rotation_token, "FutureField": { "password": stray },
+        });
+        env.invoke(&event).await.unwrap_or_else(|e| panic!("{step}: {e:?}"));
+    }
+    env.drop_pending(&arn, &token).await;
+    assert_eq!(env.version_with(&arn, "AWSCURRENT").await.as_deref(), Some(token.as_str()));
+    env.assert_no_leaks().await;
+}
