@@ -1,0 +1,242 @@
+//! The PostgreSQL pool: bounded, jittered connection lifetimes so the pool keeps cycling
+//! onto the newest login, and an `acquire` that survives a refused login.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, Postgres};
+
+use crate::backoff::jitter;
+use crate::config::Config;
+use crate::credentials::{CredentialTarget, CredentialsError, Recover, Verify, VerifyError};
+use crate::db_secret::{DbSecret, TlsPolicy};
+use crate::metrics::{Metrics, PoolGauges};
+
+/// SQLSTATEs PostgreSQL uses to refuse a login: `invalid_password` and
+/// `invalid_authorization_specification` (unknown role, pg_hba reject).
+pub const AUTH_FAILURE_CODES: [&str; 2] = ["28P01", "28000"];
+
+/// The SQLSTATE of a database error, or a coarse class when the server sent none.
+pub fn error_class(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.code().map_or_else(|| "unknown".to_owned(), |c| c.into_owned()),
+        sqlx::Error::PoolTimedOut => "pool_timeout".to_owned(),
+        sqlx::Error::PoolClosed => "pool_closed".to_owned(),
+        sqlx::Error::Io(_) => "io".to_owned(),
+        sqlx::Error::Tls(_) => "tls".to_owned(),
+        sqlx::Error::Protocol(_) => "protocol".to_owned(),
+        _ => "other".to_owned(),
+    }
+}
+
+pub fn is_auth_failure(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| AUTH_FAILURE_CODES.contains(&c.as_ref())))
+}
+
+/// The per-connection lifetime: `max * (1 - jitter * u)` where `u` in `[0,1)` is a hash
+/// of the connection's creation time (sqlx has no per-connection user data, but it tells
+/// us the age, and `now - age` is stable per connection to the millisecond).
+pub fn jittered_lifetime(max: Duration, jitter: f64, created_ms: u64) -> Duration {
+    // splitmix64: cheap, well-spread.
+    let mut z = created_ms.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+    max.mul_f64(1.0 - jitter * u)
+}
+
+fn process_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Builds the pool for `initial`. Lazy: connections open on demand (and `min` in the
+/// background), always with whatever login the credentials state machine installed last.
+pub fn build_pool(config: &Config, initial: &DbSecret, tls: &TlsPolicy) -> PgPool {
+    let max = config.conn_max_lifetime;
+    let spread = config.conn_lifetime_jitter;
+    let epoch = process_epoch();
+    PgPoolOptions::new()
+        .max_connections(config.pool_max_connections)
+        .min_connections(config.pool_min_connections)
+        .acquire_timeout(config.pool_acquire_timeout)
+        // Hard cap (also applied to idle connections by the pool's reaper).
+        .max_lifetime(max)
+        .idle_timeout(Some(max))
+        // The pool pings before handing out a connection by default; our connections
+        // are young (bounded lifetime) and the server does not kill them, so skip the
+        // extra round trip per request.
+        .test_before_acquire(false)
+        .after_release(move |_conn, meta| {
+            Box::pin(async move {
+                let created = Instant::now()
+                    .saturating_duration_since(epoch)
+                    .saturating_sub(meta.age);
+                let created_ms = u64::try_from(created.as_millis()).unwrap_or(u64::MAX);
+                Ok(meta.age < jittered_lifetime(max, spread, created_ms))
+            })
+        })
+        .connect_lazy_with(initial.connect_options(tls))
+}
+
+/// Installs logins into the pool and verifies candidates with a throwaway connection.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    pub pool: PgPool,
+    pub tls: TlsPolicy,
+}
+
+/// Verifies logins before there is a pool (startup).
+#[derive(Debug, Clone)]
+pub struct PgVerifier {
+    pub tls: TlsPolicy,
+}
+
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn verify_login(secret: &DbSecret, tls: &TlsPolicy) -> Result<(), VerifyError> {
+    let opts = secret.connect_options(tls);
+    let attempt = async {
+        let mut conn = PgConnection::connect_with(&opts).await?;
+        conn.execute("SELECT 1").await?;
+        conn.close().await
+    };
+    match tokio::time::timeout(VERIFY_TIMEOUT, attempt).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if is_auth_failure(&e) => Err(VerifyError::Rejected {
+            sqlstate: error_class(&e),
+        }),
+        Ok(Err(e)) => Err(VerifyError::Unreachable(format!(
+            "{}:{} ({}): {e}",
+            secret.host,
+            secret.port,
+            error_class(&e)
+        ))),
+        Err(_) => Err(VerifyError::Unreachable(format!(
+            "{}:{}: no answer within {VERIFY_TIMEOUT:?}",
+            secret.host, secret.port
+        ))),
+    }
+}
+
+impl Verify for PgVerifier {
+    async fn verify(&self, secret: &DbSecret) -> Result<(), VerifyError> {
+        verify_login(secret, &self.tls).await
+    }
+}
+
+impl Verify for PgTarget {
+    async fn verify(&self, secret: &DbSecret) -> Result<(), VerifyError> {
+        verify_login(secret, &self.tls).await
+    }
+}
+
+impl CredentialTarget for PgTarget {
+    fn switch_to(&self, secret: &DbSecret) {
+        self.pool.set_connect_options(secret.connect_options(&self.tls));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {class}: {source}")]
+    Sqlx {
+        class: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("no working database login: {0}")]
+    Credentials(#[from] CredentialsError),
+}
+
+/// The handle routes use: the pool plus the way back to a working login.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: PgPool,
+    credentials: Arc<dyn Recover>,
+    metrics: Arc<Metrics>,
+}
+
+/// A request retries a refused login this many times (each after a refresh); the
+/// request timeout bounds the total anyway.
+const MAX_LOGIN_RETRIES: u32 = 6;
+
+impl Db {
+    pub fn new(pool: PgPool, credentials: Arc<dyn Recover>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            pool,
+            credentials,
+            metrics,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn credentials(&self) -> &Arc<dyn Recover> {
+        &self.credentials
+    }
+
+    pub fn gauges(&self) -> PoolGauges {
+        PoolGauges {
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+        }
+    }
+
+    /// Records a query error in the metrics and wraps it.
+    pub fn query_error(&self, err: sqlx::Error) -> DbError {
+        let class = error_class(&err);
+        self.metrics.record_db_error(&class);
+        DbError::Sqlx { class, source: err }
+    }
+
+    /// A pooled connection. If opening a new one is refused (the password just rotated),
+    /// refresh the login and try again instead of failing the request.
+    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, DbError> {
+        let mut retries = 0;
+        loop {
+            let generation = self.credentials.generation();
+            match self.pool.acquire().await {
+                Ok(conn) => return Ok(conn),
+                Err(err) if is_auth_failure(&err) && retries < MAX_LOGIN_RETRIES => {
+                    retries += 1;
+                    self.metrics.record_auth_failure();
+                    tracing::info!(sqlstate = %error_class(&err), generation, retries, "new connection refused; refreshing the login");
+                    if let Err(e) = self.credentials.recover(generation).await {
+                        // Someone must fix something (or Secrets Manager must come back);
+                        // wait a little rather than spin, the deadline bounds us.
+                        tracing::warn!(error = %e, "refresh did not produce a working login yet");
+                        tokio::time::sleep(jitter(Duration::from_millis(100) * retries, 0.5)).await;
+                    }
+                }
+                Err(err) => {
+                    if is_auth_failure(&err) {
+                        self.metrics.record_auth_failure();
+                    }
+                    return Err(self.query_error(err));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_spread_over_the_jitter_band_and_are_stable_per_connection() {
+        let max = Duration::from_secs(100);
+        let lifetimes: Vec<Duration> = (0..1000).map(|ms| jittered_lifetime(max, 0.2, ms * 7)).collect();
+        assert!(lifetimes.iter().all(|l| *l > Duration::from_secs(80) && *l <= max));
+        let below_90 = lifetimes.iter().filter(|l| **l < Duration::from_secs(90)).count();
+        assert!((350..650).contains(&below_90), "{below_90} of 1000 in the lower half");
+        assert_eq!(jittered_lifetime(max, 0.2, 12345), jittered_lifetime(max, 0.2, 12345));
+        assert_eq!(jittered_lifetime(max, 0.0, 12345), max);
+    }
+}
