@@ -14,6 +14,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{Function, STEPS, TestEnv, runtime_api};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgSslMode};
 
 const WARM_ROTATIONS: usize = 40;
 const COLD_ROTATIONS: usize = 12;
@@ -130,8 +132,13 @@ async fn main() {
     })
     .await;
     let current = env.value(&arn, "AWSCURRENT").await.unwrap()["password"].as_str().unwrap().to_owned();
-    let pg = &env.pg;
-    let login = median_of(30, async || pg.login("app", &current).await.unwrap()).await;
+    // Priced with the function's own settings: verify-full against the CA.
+    let tls =
+        env.pg.options("app", &current, "postgres").ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(env.pg.ca_bundle());
+    let login = median_of(30, async || PgConnection::connect_with(&tls).await.unwrap().close().await.unwrap()).await;
+    let plain = env.pg.options("app", &current, "postgres").ssl_mode(PgSslMode::Disable);
+    let plain_login =
+        median_of(30, async || PgConnection::connect_with(&plain).await.unwrap().close().await.unwrap()).await;
     let floor = sm_call * calls as u32 + login * connections as u32;
 
     println!("| Measure (release build, {}) | median / p90 |", std::env::consts::ARCH);
@@ -151,6 +158,8 @@ async fn main() {
         ms(login),
         ms(floor)
     );
+    println!("| One login, TLS verify-full (sqlx, as the function does it) | {:.2} ms |", ms(login));
+    println!("| One login, plain text (for comparison) | {:.2} ms |", ms(plain_login));
     println!("| Warm rotation above the I/O floor | {:.2} ms |", ms(warm_total.quantile(0.5).saturating_sub(floor)));
     println!(
         "| Peak RSS (VmHWM), warm process after {} rotations | {:.1} MiB |",
