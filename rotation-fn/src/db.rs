@@ -58,7 +58,7 @@ impl Connector {
             .run_for(
                 deadline.connect_budget(),
                 || format!("connecting to {}:{} as {credential} user {:?}", secret.host, secret.port, secret.username),
-                PgConnection::connect_with(&options),
+                crate::nodelay::connect(&options, &secret.host, secret.port),
             )
             .await?
             .map_err(|e| database_error(classify(&e)))?;

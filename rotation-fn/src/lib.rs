@@ -33,6 +33,7 @@ pub mod db;
 pub mod deadline;
 pub mod error;
 pub mod event;
+pub mod nodelay;
 pub mod password;
 pub mod scram;
 pub mod secret;
