@@ -149,6 +149,7 @@ export class SecretRotation extends Construct {
         PASSWORD_LENGTH: String(props.passwordLength),
         EXCLUDE_CHARACTERS: props.excludeCharacters,
         DB_CA_BUNDLE: props.caBundlePath,
+        DB_TLS: 'verify-full',
         RUST_LOG: 'info',
       },
     });
@@ -170,6 +171,6 @@ export class SecretRotation extends Construct {
       // exists (see cdk/README.md); rotating at creation would fail for `app`.
       rotateImmediatelyOnUpdate: false,
     });
-    this.schedule.addDependency(permission);
+    this.schedule.node.addDependency(permission);
   }
 }

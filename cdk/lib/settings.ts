@@ -23,6 +23,8 @@ export interface Settings {
   /** One customer-managed KMS key for secrets, database, volume, logs and topic. */
   readonly customerManagedKey: boolean;
   readonly deletionProtection: boolean;
+  /** Set the registry to scan the app's image repository on push (one setting per account and region). */
+  readonly scanImagesOnPush: boolean;
   readonly multiAz: boolean;
   /** Full PostgreSQL engine version, pinned (for example 17.9). */
   readonly postgresVersion: string;
@@ -61,6 +63,7 @@ export function defaultSettings(): Settings {
     rotateMasterSecret: true,
     customerManagedKey: false,
     deletionProtection: true,
+    scanImagesOnPush: true,
     multiAz: false,
     postgresVersion: '17.9',
     dbInstanceType: 't4g.micro',
@@ -131,6 +134,7 @@ export function settingsFromContext(get: Lookup): Settings {
     rotateMasterSecret: bool('rotateMasterSecret', d.rotateMasterSecret),
     customerManagedKey: bool('customerManagedKey', d.customerManagedKey),
     deletionProtection: bool('deletionProtection', d.deletionProtection),
+    scanImagesOnPush: bool('scanImagesOnPush', d.scanImagesOnPush),
     multiAz: bool('multiAz', d.multiAz),
     postgresVersion: pgVersion(str('postgresVersion') ?? d.postgresVersion),
     dbInstanceType: str('dbInstanceType') ?? d.dbInstanceType,

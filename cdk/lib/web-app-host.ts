@@ -9,6 +9,7 @@
 
 import { IgnoreMode, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
@@ -27,6 +28,8 @@ export interface WebAppHostProps {
   readonly instanceType: string;
   /** PEM roots for the database's certificate, mounted read-only into the container. */
   readonly dbCaBundlePem: string;
+  /** Configure the registry to scan the image repository on push (account-wide setting). */
+  readonly scanImagesOnPush: boolean;
   readonly encryptionKey?: kms.IKey;
 }
 
@@ -56,6 +59,23 @@ export class WebAppHost extends Construct {
       ignoreMode: IgnoreMode.DOCKER,
       exclude: IMAGE_CONTEXT_EXCLUDES,
     });
+
+    // The image goes to the CDK bootstrap's container-assets repository, which
+    // this stack does not own and whose bootstrap template does not scan. Scan
+    // on push is therefore set on the registry, for that repository only. The
+    // registry scanning configuration is one per account and region: deploying
+    // replaces an existing one, hence the opt-out (-c scanImagesOnPush=false).
+    if (props.scanImagesOnPush) {
+      new ecr.CfnRegistryScanningConfiguration(this, 'ScanOnPush', {
+        scanType: 'BASIC',
+        rules: [
+          {
+            scanFrequency: 'SCAN_ON_PUSH',
+            repositoryFilters: [{ filter: this.image.repository.repositoryName, filterType: 'WILDCARD' }],
+          },
+        ],
+      });
+    }
 
     const statements = [
       new iam.PolicyStatement({
@@ -161,6 +181,7 @@ export class WebAppHost extends Construct {
       `--volume ${CA_ON_HOST}:${CA_IN_CONTAINER}:ro`,
       `--env APP_SECRET_ID=${props.appSecret.secretArn}`,
       `--env AWS_REGION=${region}`,
+      `--env APP_LISTEN_ADDR=0.0.0.0:${props.appPort}`,
       `--env APP_DB_CA_BUNDLE=${CA_IN_CONTAINER}`,
       image,
     ].join(' ');

@@ -1,0 +1,80 @@
+// Shared by the tests: synthesise a configuration once (cdk-nag runs as part
+// of it), then look at the template through aws-cdk-lib/assertions.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Template } from 'aws-cdk-lib/assertions';
+import type { IConstruct } from 'constructs';
+import { offlineApp } from '../scripts/offline';
+import type { PgRotationStack } from '../lib/stack';
+
+export interface Synthesised {
+  readonly stack: PgRotationStack;
+  readonly template: Template;
+  readonly json: CfnTemplate;
+  /** `{ Ref: logicalId }` or whatever the token resolves to in the template. */
+  readonly ref: (value: unknown) => unknown;
+  readonly logicalId: (construct: IConstruct) => string;
+}
+
+export interface CfnTemplate {
+  Resources: Record<string, { Type: string; Properties?: Record<string, any>; DependsOn?: string[] }>;
+  [key: string]: unknown;
+}
+
+const cache = new Map<string, Synthesised>();
+
+/** Synthesises the app with `context` (as `-c key=value` would) and returns its only stack. */
+export function synth(context: Record<string, unknown> = {}): Synthesised {
+  const key = JSON.stringify(context);
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-rotation-cdk-out-'));
+  const { app, stack } = offlineApp(context, outdir);
+  const assembly = app.synth();
+  const json = assembly.getStackByName(stack.stackName).template as CfnTemplate;
+  const result: Synthesised = {
+    stack,
+    template: Template.fromJSON(json),
+    json,
+    ref: (value) => stack.resolve(value),
+    logicalId: (construct) => {
+      const child = (construct.node.defaultChild ?? construct) as IConstruct;
+      return stack.resolve((child as unknown as { logicalId: string }).logicalId) as string;
+    },
+  };
+  cache.set(key, result);
+  return result;
+}
+
+export function resourcesOfType(json: CfnTemplate, type: string): [string, Record<string, any>][] {
+  return Object.entries(json.Resources)
+    .filter(([, r]) => r.Type === type)
+    .map(([id, r]) => [id, r.Properties ?? {}]);
+}
+
+export interface Statement {
+  Sid?: string;
+  Effect: string;
+  Action: string | string[];
+  Resource: unknown;
+  Condition?: unknown;
+}
+
+/** Every statement that grants anything to the role: inline policies, and AWS::IAM::Policy resources attached to it. */
+export function statementsOfRole(json: CfnTemplate, roleLogicalId: string): Statement[] {
+  const role = json.Resources[roleLogicalId];
+  if (!role || role.Type !== 'AWS::IAM::Role') throw new Error(`${roleLogicalId} is not a role`);
+  const inline = ((role.Properties?.Policies ?? []) as { PolicyDocument: { Statement: Statement[] } }[]).flatMap(
+    (p) => p.PolicyDocument.Statement,
+  );
+  const attached = resourcesOfType(json, 'AWS::IAM::Policy')
+    .filter(([, p]) => (p.Roles as unknown[]).some((r) => JSON.stringify(r) === JSON.stringify({ Ref: roleLogicalId })))
+    .flatMap(([, p]) => p.PolicyDocument.Statement as Statement[]);
+  return [...inline, ...attached];
+}
+
+export function actionsOf(s: Statement): string[] {
+  return Array.isArray(s.Action) ? s.Action : [s.Action];
+}
