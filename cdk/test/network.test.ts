@@ -1,0 +1,173 @@
+// The network path: isolated subnets, flow logs, the Secrets Manager endpoint
+// and every security group rule, compared as complete sets.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { DEFAULTS, SINGLE_USER_CMK } from './configurations';
+import { resourcesOfType, synth, type CfnTemplate, type Synthesised } from './helpers';
+
+/** A security group's rules as readable strings, inline and standalone alike. */
+function rules(json: CfnTemplate, sgLogicalId: string): { ingress: string[]; egress: string[] } {
+  const groupRef = JSON.stringify({ 'Fn::GetAtt': [sgLogicalId, 'GroupId'] });
+  const peer = (r: Record<string, any>): string => {
+    if (r.CidrIp) return `cidr:${r.CidrIp}`;
+    if (r.CidrIpv6) return `cidr6:${r.CidrIpv6}`;
+    if (r.DestinationPrefixListId) return `pl:${r.DestinationPrefixListId}`;
+    if (r.SourcePrefixListId) return `pl:${r.SourcePrefixListId}`;
+    const sg = r.SourceSecurityGroupId ?? r.DestinationSecurityGroupId;
+    if (sg) return `sg:${sg['Fn::GetAtt'][0]}`;
+    throw new Error(`unknown peer in ${JSON.stringify(r)}`);
+  };
+  const fmt = (r: Record<string, any>) => `${r.IpProtocol}/${r.FromPort}-${r.ToPort} ${peer(r)}`;
+  const sg = json.Resources[sgLogicalId];
+  assert.equal(sg.Type, 'AWS::EC2::SecurityGroup');
+  const isPlaceholder = (r: Record<string, any>) => r.CidrIp === '255.255.255.255/32' && r.IpProtocol === 'icmp';
+  const ingress = ((sg.Properties!.SecurityGroupIngress ?? []) as Record<string, any>[]).map(fmt);
+  // CDK writes "egress to 255.255.255.255/32, icmp 252-86" when a group has no egress at all.
+  const egress = ((sg.Properties!.SecurityGroupEgress ?? []) as Record<string, any>[]).filter((r) => !isPlaceholder(r)).map(fmt);
+  for (const [, r] of resourcesOfType(json, 'AWS::EC2::SecurityGroupIngress')) {
+    if (JSON.stringify(r.GroupId) === groupRef) ingress.push(fmt(r));
+  }
+  for (const [, r] of resourcesOfType(json, 'AWS::EC2::SecurityGroupEgress')) {
+    if (JSON.stringify(r.GroupId) === groupRef) egress.push(fmt(r));
+  }
+  return { ingress: ingress.sort(), egress: egress.sort() };
+}
+
+function groups(s: Synthesised) {
+  const n = s.stack.network;
+  return {
+    db: s.logicalId(n.databaseSecurityGroup),
+    rotation: s.logicalId(n.rotationSecurityGroup),
+    app: s.logicalId(n.appSecurityGroup),
+    smEndpoint: s.logicalId(n.secretsManagerEndpointSecurityGroup),
+    hostEndpoints: s.logicalId(n.hostEndpointsSecurityGroup),
+  };
+}
+
+describe('security groups', () => {
+  it('rotation function: egress to the database port and the Secrets Manager endpoint only, no ingress', () => {
+    const s = synth(DEFAULTS);
+    const g = groups(s);
+    assert.deepEqual(rules(s.json, g.rotation), {
+      ingress: [],
+      egress: [`tcp/443-443 sg:${g.smEndpoint}`, `tcp/5432-5432 sg:${g.db}`].sort(),
+    });
+  });
+
+  it('database: the PostgreSQL port from the function and the app only, no egress', () => {
+    const s = synth(DEFAULTS);
+    const g = groups(s);
+    assert.deepEqual(rules(s.json, g.db), {
+      ingress: [`tcp/5432-5432 sg:${g.app}`, `tcp/5432-5432 sg:${g.rotation}`].sort(),
+      egress: [],
+    });
+  });
+
+  it('Secrets Manager endpoint: HTTPS from the function and the app only, no egress', () => {
+    const s = synth(DEFAULTS);
+    const g = groups(s);
+    assert.deepEqual(rules(s.json, g.smEndpoint), {
+      ingress: [`tcp/443-443 sg:${g.app}`, `tcp/443-443 sg:${g.rotation}`].sort(),
+      egress: [],
+    });
+    assert.deepEqual(rules(s.json, g.hostEndpoints), { ingress: [`tcp/443-443 sg:${g.app}`], egress: [] });
+  });
+
+  it('web app: the app port from the configured CIDR only; out to the database, the endpoints and S3', () => {
+    for (const [context, cidr] of [
+      [DEFAULTS, '10.20.0.0/16'],
+      [SINGLE_USER_CMK, '203.0.113.7/32'],
+    ] as const) {
+      const s = synth(context);
+      const g = groups(s);
+      assert.deepEqual(rules(s.json, g.app), {
+        ingress: [`tcp/8080-8080 cidr:${cidr}`],
+        egress: [
+          `tcp/5432-5432 sg:${g.db}`,
+          `tcp/443-443 sg:${g.smEndpoint}`,
+          `tcp/443-443 sg:${g.hostEndpoints}`,
+          'tcp/443-443 pl:pl-6da54004',
+        ].sort(),
+      });
+    }
+  });
+
+  it('no security group anywhere admits 0.0.0.0/0 or allows all traffic', () => {
+    const s = synth(DEFAULTS);
+    for (const [id] of resourcesOfType(s.json, 'AWS::EC2::SecurityGroup')) {
+      const r = rules(s.json, id);
+      for (const rule of [...r.ingress, ...r.egress]) {
+        assert.ok(!rule.includes('0.0.0.0/0'), `${id}: ${rule}`);
+        assert.ok(!rule.startsWith('-1/'), `${id}: ${rule}`);
+      }
+    }
+  });
+});
+
+describe('Secrets Manager endpoint', () => {
+  it('is an interface endpoint with private DNS in the function subnets, guarded by its own group', () => {
+    const s = synth(DEFAULTS);
+    const g = groups(s);
+    const endpoint = s.json.Resources[s.logicalId(s.stack.network.secretsManagerEndpoint)].Properties!;
+    assert.equal(endpoint.ServiceName, 'com.amazonaws.eu-west-1.secretsmanager');
+    assert.equal(endpoint.VpcEndpointType, 'Interface');
+    assert.equal(endpoint.PrivateDnsEnabled, true);
+    assert.deepEqual(endpoint.SecurityGroupIds, [{ 'Fn::GetAtt': [g.smEndpoint, 'GroupId'] }]);
+    const rotationSubnets = s.stack.network.vpc.selectSubnets({ subnetGroupName: 'rotation' }).subnetIds.map(s.ref);
+    assert.deepEqual(endpoint.SubnetIds, rotationSubnets);
+  });
+
+  it("carries this account's calls on this stack's two secrets only", () => {
+    const s = synth(DEFAULTS);
+    const endpoint = s.json.Resources[s.logicalId(s.stack.network.secretsManagerEndpoint)].Properties!;
+    assert.deepEqual(endpoint.PolicyDocument.Statement, [
+      {
+        Sid: 'OnlyThisStacksSecrets',
+        Effect: 'Allow',
+        Principal: { AWS: '*' },
+        Action: [
+          'secretsmanager:DescribeSecret',
+          'secretsmanager:GetSecretValue',
+          'secretsmanager:PutSecretValue',
+          'secretsmanager:UpdateSecretVersionStage',
+        ],
+        Resource: [s.ref(s.stack.database.appSecret.secretArn), s.ref(s.stack.database.masterSecret.secretArn)],
+        Condition: { StringEquals: { 'aws:PrincipalAccount': '123456789012' } },
+      },
+    ]);
+  });
+});
+
+describe('VPC', () => {
+  it('has isolated subnets only: no internet gateway, no NAT, no public IPs', () => {
+    const s = synth(DEFAULTS);
+    for (const type of ['AWS::EC2::InternetGateway', 'AWS::EC2::NatGateway', 'AWS::EC2::EIP', 'AWS::EC2::EgressOnlyInternetGateway']) {
+      assert.equal(resourcesOfType(s.json, type).length, 0, type);
+    }
+    const subnets = resourcesOfType(s.json, 'AWS::EC2::Subnet');
+    assert.equal(subnets.length, 6);
+    for (const [id, subnet] of subnets) assert.equal(subnet.MapPublicIpOnLaunch, false, id);
+    for (const [id, route] of resourcesOfType(s.json, 'AWS::EC2::Route')) {
+      assert.fail(`${id} routes ${route.DestinationCidrBlock} somewhere: isolated subnets have no routes`);
+    }
+  });
+
+  it('logs all traffic to a log group with retention', () => {
+    for (const context of [DEFAULTS, SINGLE_USER_CMK]) {
+      const s = synth(context);
+      const flowLogGroup = s.logicalId(s.stack.network.flowLogGroup);
+      s.template.hasResourceProperties('AWS::EC2::FlowLog', {
+        ResourceType: 'VPC',
+        ResourceId: s.ref(s.stack.network.vpc.vpcId),
+        TrafficType: 'ALL',
+        LogDestinationType: 'cloud-watch-logs',
+        LogGroupName: { Ref: flowLogGroup },
+      });
+      assert.equal(s.json.Resources[flowLogGroup].Properties!.RetentionInDays, 365);
+      if (s.stack.key) {
+        assert.deepEqual(s.json.Resources[flowLogGroup].Properties!.KmsKeyId, { 'Fn::GetAtt': [s.logicalId(s.stack.key), 'Arn'] });
+      }
+    }
+  });
+});
