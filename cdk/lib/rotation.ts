@@ -144,6 +144,9 @@ export class SecretRotation extends Construct {
       vpcSubnets: { subnetGroupName: SUBNETS.rotation },
       securityGroups: [props.securityGroup],
       layers: [props.caBundleLayer],
+      // The variables hold no secret (strategy, length, a path); with a
+      // customer-managed key they are encrypted with it like everything else.
+      environmentEncryption: props.encryptionKey,
       environment: {
         ROTATION_STRATEGY: props.strategy,
         PASSWORD_LENGTH: String(props.passwordLength),
@@ -153,7 +156,6 @@ export class SecretRotation extends Construct {
         RUST_LOG: 'info',
       },
     });
-    this.function.node.addDependency(this.role);
 
     const permission = new lambda.CfnPermission(this, 'InvokedBySecretsManager', {
       functionName: this.function.functionArn,

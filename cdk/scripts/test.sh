@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The CDK app's whole check, offline: no AWS account, no Docker, no cargo.
+#
+#   bash cdk/scripts/test.sh
+#
+# 1. npm ci (when node_modules is missing or older than package-lock.json)
+# 2. cfn-lint and checkov, pinned, into cdk/.venv (when missing)
+# 3. tsc --noEmit
+# 4. node:test suites in cdk/test (aws-cdk-lib/assertions; cdk-nag runs in every synthesis)
+# 5. offline synthesis of two configurations into a temporary cdk.out
+# 6. cfn-lint on the templates      (ignores: compliance/cfn-lint.yaml)
+# 7. checkov --skip-download         (skips:   compliance/checkov-skips*.yaml)
+#
+# Every step runs even if an earlier one failed (except when a prerequisite is
+# missing); the exit status is non-zero if any failed. A summary ends the output.
+
+set -uo pipefail
+
+CFN_LINT_VERSION=1.58.0
+CHECKOV_VERSION=3.3.30
+
+CDK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$CDK_DIR"
+
+declare -a SUMMARY=()
+FAILED=0
+record() { # name status detail seconds
+  SUMMARY+=("$(printf '%-10s %-4s %5ss  %s' "$1" "$2" "$4" "$3")")
+  [[ "$2" == ok ]] || FAILED=1
+}
+now() { date +%s; }
+die() { echo "test.sh: $*" >&2; exit 2; }
+
+command -v node >/dev/null || die "node (>= 20) is required"
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || die "node >= 20 is required, found $(node --version)"
+command -v python3 >/dev/null || die "python3 (>= 3.9) is required for cfn-lint and checkov"
+
+# 1. Node dependencies
+t=$(now)
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "== npm ci"
+  npm ci --no-audit --no-fund || die "npm ci failed"
+fi
+record deps ok "node_modules" $(( $(now) - t ))
+
+# 2. Python tools, pinned, in a private virtualenv
+t=$(now)
+VENV="$CDK_DIR/.venv"
+have_tools() {
+  [[ -x "$VENV/bin/cfn-lint" && -x "$VENV/bin/checkov" ]] &&
+    [[ "$("$VENV/bin/cfn-lint" --version 2>/dev/null)" == "cfn-lint $CFN_LINT_VERSION" ]] &&
+    [[ "$("$VENV/bin/checkov" --version 2>/dev/null)" == "$CHECKOV_VERSION" ]]
+}
+if ! have_tools; then
+  echo "== installing cfn-lint $CFN_LINT_VERSION and checkov $CHECKOV_VERSION into $VENV"
+  python3 -m venv "$VENV" || die "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION" "checkov==$CHECKOV_VERSION" ||
+    die "pip install failed"
+  have_tools || die "cfn-lint/checkov not usable after installation"
+fi
+record tools ok "cfn-lint $CFN_LINT_VERSION, checkov $CHECKOV_VERSION" $(( $(now) - t ))
+
+OUT="$(mktemp -d "${TMPDIR:-/tmp}/pg-rotation-cdk.XXXXXX")"
+trap 'rm -rf "$OUT"' EXIT
+
+# 3. Types
+t=$(now)
+echo "== tsc --noEmit"
+if npx --no-install tsc --noEmit; then record tsc ok "no type errors" $(( $(now) - t ))
+else record tsc FAIL "type errors" $(( $(now) - t )); fi
+
+# 4. Unit tests (synthesis with cdk.json's context, cdk-nag included)
+t=$(now)
+echo "== node --test"
+node --import tsx --test --test-concurrency=2 --test-reporter=spec test/*.test.ts 2>&1 |
+  grep -v -e '^\[WARNING\] aws-cdk-lib' -e '^  Use `addResourceDependency`' | tee "$OUT/node-test.log"
+status=${PIPESTATUS[0]}
+pass=$(sed -n 's/^ℹ pass \([0-9]*\)$/\1/p' "$OUT/node-test.log" | tail -1)
+fail=$(sed -n 's/^ℹ fail \([0-9]*\)$/\1/p' "$OUT/node-test.log" | tail -1)
+if [[ $status -eq 0 ]]; then record tests ok "${pass:-?} passed, ${fail:-?} failed" $(( $(now) - t ))
+else record tests FAIL "${pass:-?} passed, ${fail:-?} failed" $(( $(now) - t )); fi
+
+# 5. Templates
+t=$(now)
+echo "== synth into $OUT/cdk.out"
+node --import tsx scripts/synth.ts "$OUT/cdk.out" 2>&1 | grep -v -e '^\[WARNING\] aws-cdk-lib' -e '^  Use `addResourceDependency`'
+status=${PIPESTATUS[0]}
+templates=("$OUT"/cdk.out/*/*.template.json)
+if [[ $status -eq 0 && -f "${templates[0]}" ]]; then
+  record synth ok "${#templates[@]} templates (cdk-nag: no unacknowledged findings)" $(( $(now) - t ))
+else
+  record synth FAIL "synthesis failed" $(( $(now) - t ))
+  templates=()
+fi
+
+if [[ ${#templates[@]} -gt 0 ]]; then
+  # 6. cfn-lint: errors and warnings fail; ignores are justified in the config file.
+  t=$(now)
+  echo "== cfn-lint"
+  if "$VENV/bin/cfn-lint" --config-file compliance/cfn-lint.yaml -- "${templates[@]}"; then
+    record cfn-lint ok "0 findings in ${#templates[@]} templates" $(( $(now) - t ))
+  else
+    record cfn-lint FAIL "findings above" $(( $(now) - t ))
+  fi
+
+  # 7. checkov: per configuration, skips from the compliance files.
+  skips() { sed -n 's/^ *- \(CKV[A-Z0-9_]*\).*/\1/p' "$@" | paste -sd, -; }
+  t=$(now)
+  ck_pass=0; ck_fail=0; ck_status=ok
+  for dir in "$OUT"/cdk.out/*/; do
+    name=$(basename "$dir")
+    files=(compliance/checkov-skips.yaml)
+    [[ "$name" == *-default-keys ]] && files+=(compliance/checkov-skips-default-keys.yaml)
+    echo "== checkov $name (skips: ${files[*]})"
+    "$VENV/bin/checkov" --framework cloudformation --skip-download --compact --quiet \
+      --skip-check "$(skips "${files[@]}")" -d "$dir" 2>&1 | tee "$OUT/checkov-$name.log"
+    [[ ${PIPESTATUS[0]} -eq 0 ]] || ck_status=FAIL
+    counts=$(sed -n 's/^Passed checks: \([0-9]*\), Failed checks: \([0-9]*\),.*/\1 \2/p' "$OUT/checkov-$name.log")
+    if [[ -n "$counts" ]]; then
+      read -r p f <<<"$counts"
+      ck_pass=$((ck_pass + p)); ck_fail=$((ck_fail + f))
+    else
+      ck_status=FAIL
+    fi
+  done
+  [[ $ck_fail -eq 0 ]] || ck_status=FAIL
+  record checkov "$ck_status" "$ck_pass passed, $ck_fail failed" $(( $(now) - t ))
+fi
+
+echo
+echo "== summary (cdk)"
+printf '%s\n' "${SUMMARY[@]}"
+if [[ $FAILED -ne 0 ]]; then
+  echo "FAILED"
+  exit 1
+fi
+echo "all green"
