@@ -139,6 +139,27 @@ describe('Secrets Manager endpoint', () => {
   });
 });
 
+describe('S3 gateway endpoint', () => {
+  it('serves the web app subnets, and only object reads from the ECR layer and Amazon Linux repository buckets', () => {
+    const s = synth(DEFAULTS);
+    const endpoint = s.json.Resources[s.logicalId(s.stack.network.s3Endpoint)].Properties!;
+    assert.equal(endpoint.VpcEndpointType, 'Gateway');
+    assert.deepEqual(
+      endpoint.RouteTableIds,
+      s.stack.network.vpc.selectSubnets({ subnetGroupName: 'app' }).subnets.map((subnet) => s.ref(subnet.routeTable.routeTableId)),
+    );
+    assert.deepEqual(endpoint.PolicyDocument.Statement, [
+      {
+        Sid: 'EcrLayersAndAmazonLinuxRepositories',
+        Effect: 'Allow',
+        Principal: { AWS: '*' },
+        Action: 's3:GetObject',
+        Resource: ['arn:aws:s3:::al2023-repos-eu-west-1-de612dc2/*', 'arn:aws:s3:::prod-eu-west-1-starport-layer-bucket/*'],
+      },
+    ]);
+  });
+});
+
 describe('VPC', () => {
   it('has isolated subnets only: no internet gateway, no NAT, no public IPs', () => {
     const s = synth(DEFAULTS);

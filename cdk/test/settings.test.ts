@@ -10,6 +10,8 @@ import { describe, it } from 'node:test';
 import { rdsCaBundlePem, rdsRootCertificates } from '../lib/rds-ca-bundle';
 import { defaultSettings, settingsFromContext } from '../lib/settings';
 import { checkFunctionAsset } from '../lib/stack';
+import { FileSystem, IgnoreMode } from 'aws-cdk-lib';
+import { IMAGE_CONTEXT_EXCLUDES } from '../lib/web-app-host';
 
 const fromContext = (ctx: Record<string, unknown>) => settingsFromContext((k) => ctx[k]);
 
@@ -68,6 +70,41 @@ describe('function asset check', () => {
     checkFunctionAsset(dir, 'x86_64');
     elf(0xb7);
     checkFunctionAsset(dir, 'arm64');
+  });
+});
+
+describe('web app image build context', () => {
+  // The context is the repository root. Build output, the CDK app, git and
+  // node_modules must not change the image's fingerprint (a rebuild and a new
+  // instance on every `cargo build`), nor be sent to Docker.
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'image-context-'));
+  const write = (file: string, text: string) => {
+    fs.mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
+    fs.writeFileSync(path.join(root, file), text);
+  };
+  const fingerprint = () => FileSystem.fingerprint(root, { exclude: IMAGE_CONTEXT_EXCLUDES, ignoreMode: IgnoreMode.DOCKER });
+  write('Dockerfile', 'FROM scratch\n');
+  write('web-app/src/main.rs', 'fn main() {}\n');
+  write('Cargo.lock', '# lock\n');
+
+  it('ignores target/, cdk/, .git and node_modules', () => {
+    const before = fingerprint();
+    write('target/release/web-app', 'binary');
+    write('target/lambda/bootstrap/bootstrap', 'binary');
+    write('cdk/node_modules/x/index.js', 'x');
+    write('cdk/cdk.out/PgRotation.template.json', '{}');
+    write('.git/HEAD', 'ref: refs/heads/main');
+    write('tests/node_modules/y.js', 'y');
+    assert.equal(fingerprint(), before);
+  });
+
+  it('changes with the sources and the Dockerfile', () => {
+    const before = fingerprint();
+    write('web-app/src/main.rs', 'fn main() { println!(); }\n');
+    const afterSource = fingerprint();
+    assert.notEqual(afterSource, before);
+    write('Dockerfile', 'FROM scratch\nUSER 65532\n');
+    assert.notEqual(fingerprint(), afterSource);
   });
 });
 
