@@ -43,19 +43,32 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
 fi
 record deps ok "node_modules" $(( $(now) - t ))
 
-# 2. Python tools, pinned, in a private virtualenv
+# 2. Python tools, pinned, in a private virtualenv (or, where python3 has no
+#    venv module, a private --target directory run through PYTHONPATH).
 t=$(now)
 VENV="$CDK_DIR/.venv"
-have_tools() {
-  [[ -x "$VENV/bin/cfn-lint" && -x "$VENV/bin/checkov" ]] &&
-    [[ "$("$VENV/bin/cfn-lint" --version 2>/dev/null)" == "cfn-lint $CFN_LINT_VERSION" ]] &&
-    [[ "$("$VENV/bin/checkov" --version 2>/dev/null)" == "$CHECKOV_VERSION" ]]
+tools_from_venv() { CFN_LINT=("$VENV/bin/cfn-lint"); CHECKOV=("$VENV/bin/checkov"); }
+tools_from_target() {
+  CFN_LINT=(env PYTHONPATH="$VENV/site" python3 -m cfnlint)
+  CHECKOV=(env PYTHONPATH="$VENV/site" python3 -m checkov.main)
 }
+have_tools() {
+  [[ "$("${CFN_LINT[@]}" --version 2>/dev/null)" == "cfn-lint $CFN_LINT_VERSION" ]] &&
+    [[ "$("${CHECKOV[@]}" --version 2>/dev/null)" == "$CHECKOV_VERSION" ]]
+}
+PINNED=("cfn-lint==$CFN_LINT_VERSION" "checkov==$CHECKOV_VERSION")
+if [[ -d "$VENV/site" ]]; then tools_from_target; else tools_from_venv; fi
 if ! have_tools; then
-  echo "== installing cfn-lint $CFN_LINT_VERSION and checkov $CHECKOV_VERSION into $VENV"
-  python3 -m venv "$VENV" || die "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION" "checkov==$CHECKOV_VERSION" ||
-    die "pip install failed"
+  echo "== installing ${PINNED[*]} into $VENV"
+  if python3 -m venv "$VENV" 2>/dev/null && [[ -x "$VENV/bin/pip" ]]; then
+    tools_from_venv
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINNED[@]}" || die "pip install failed"
+  else
+    echo "   (python3 -m venv unavailable: installing with pip --target)"
+    tools_from_target
+    python3 -m pip install --quiet --disable-pip-version-check --target "$VENV/site" "${PINNED[@]}" ||
+      die "pip install failed (install python3-venv or pip)"
+  fi
   have_tools || die "cfn-lint/checkov not usable after installation"
 fi
 record tools ok "cfn-lint $CFN_LINT_VERSION, checkov $CHECKOV_VERSION" $(( $(now) - t ))
@@ -97,7 +110,7 @@ if [[ ${#templates[@]} -gt 0 ]]; then
   # 6. cfn-lint: errors and warnings fail; ignores are justified in the config file.
   t=$(now)
   echo "== cfn-lint"
-  if "$VENV/bin/cfn-lint" --config-file compliance/cfn-lint.yaml -- "${templates[@]}"; then
+  if "${CFN_LINT[@]}" --config-file compliance/cfn-lint.yaml -- "${templates[@]}"; then
     record cfn-lint ok "0 findings in ${#templates[@]} templates" $(( $(now) - t ))
   else
     record cfn-lint FAIL "findings above" $(( $(now) - t ))
@@ -112,7 +125,7 @@ if [[ ${#templates[@]} -gt 0 ]]; then
     files=(compliance/checkov-skips.yaml)
     [[ "$name" == *-default-keys ]] && files+=(compliance/checkov-skips-default-keys.yaml)
     echo "== checkov $name (skips: ${files[*]})"
-    "$VENV/bin/checkov" --framework cloudformation --skip-download --compact --quiet \
+    "${CHECKOV[@]}" --framework cloudformation --skip-download --compact --quiet \
       --skip-check "$(skips "${files[@]}")" -d "$dir" 2>&1 | tee "$OUT/checkov-$name.log"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || ck_status=FAIL
     counts=$(sed -n 's/^Passed checks: \([0-9]*\), Failed checks: \([0-9]*\),.*/\1 \2/p' "$OUT/checkov-$name.log")
