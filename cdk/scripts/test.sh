@@ -49,8 +49,8 @@ t=$(now)
 VENV="$CDK_DIR/.venv"
 tools_from_venv() { CFN_LINT=("$VENV/bin/cfn-lint"); CHECKOV=("$VENV/bin/checkov"); }
 tools_from_target() {
-  CFN_LINT=(env PYTHONPATH="$VENV/site" python3 -m cfnlint)
-  CHECKOV=(env PYTHONPATH="$VENV/site" python3 -m checkov.main)
+  CFN_LINT=(env PYTHONPATH="$VENV/site" python3 "$VENV/site/bin/cfn-lint")
+  CHECKOV=(env PYTHONPATH="$VENV/site" python3 "$VENV/site/bin/checkov")
 }
 have_tools() {
   [[ "$("${CFN_LINT[@]}" --version 2>/dev/null)" == "cfn-lint $CFN_LINT_VERSION" ]] &&
