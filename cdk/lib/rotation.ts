@@ -122,7 +122,7 @@ export class SecretRotation extends Construct {
     Validations.of(this.role).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason:
-        'Only the Lambda VPC network-interface actions (ec2:Describe*, Create/DeleteNetworkInterface, ' +
+        'Only the Lambda VPC network-interface actions (ec2:DescribeNetworkInterfaces/DescribeSubnets, Create/DeleteNetworkInterface, ' +
         '(Un)AssignPrivateIpAddresses) use "*": Lambda creates the interfaces before their ids exist. ' +
         'Every secretsmanager, logs and kms statement names its resource.',
     });
