@@ -308,14 +308,18 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
     /// works; returns `Ok` when the caller should simply try again.
     #[tracing::instrument(skip_all, fields(secret_id = self.source.secret_id(), failed_generation))]
     pub async fn recover(&self, failed_generation: u64) -> Result<(), CredentialsError> {
+        let waited = Instant::now();
         let mut st = self.refresh.lock().await;
         if self.generation() != failed_generation {
             return Ok(()); // Another request's refresh already switched.
         }
+        tracing::debug!(waited_ms = waited.elapsed().as_millis() as u64, "refresh starts");
         if st.recover_not_before.is_some_and(|t| Instant::now() < t) {
             return Err(CredentialsError::BackingOff);
         }
+        let started = Instant::now();
         let result = self.recover_locked(&mut st).await;
+        tracing::debug!(took_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "refresh done");
         match &result {
             Ok(()) => {
                 st.recover_backoff.reset();

@@ -195,7 +195,7 @@ mod tests {
             (format!("{{\"engine\":\"postgres\",\"password\":\"{PASSWORD}\""), "not JSON"),
             (format!("\"{PASSWORD}\""), "not an object"),
             (format!(r#"{{"engine":"postgres","host":"h","password":"{PASSWORD}"}}"#), "`username`"),
-            (format!(r#"{{"engine":"postgres","host":"h","username":"u"}}"#), "`password`"),
+            (r#"{"engine":"postgres","host":"h","username":"u"}"#.to_owned(), "`password`"),
             (format!(r#"{{"engine":"postgres","host":"h","username":"u","password":"p","port":"{PASSWORD}"}}"#), "`port`"),
             (format!(r#"{{"engine":"postgres","host":"h","username":"u","password":"p","ssl":"{PASSWORD}"}}"#), "`ssl`"),
             (format!(r#"{{"engine":"mysql","host":"h","username":"u","password":"{PASSWORD}"}}"#), "engine"),

@@ -2,6 +2,9 @@
 //! follows rotations live, without failing requests. See `README.md` for the design;
 //! `credentials.rs` holds the state machine.
 
+// Unit tests state their expectations with unwrap; production code may not.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod app;
 pub mod backoff;
 pub mod config;

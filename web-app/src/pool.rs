@@ -1,6 +1,7 @@
 //! The PostgreSQL pool: bounded, jittered connection lifetimes so the pool keeps cycling
 //! onto the newest login, and an `acquire` that survives a refused login.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -104,7 +105,10 @@ async fn verify_login(secret: &DbSecret, tls: &TlsPolicy) -> Result<(), VerifyEr
         conn.execute("SELECT 1").await?;
         conn.close().await
     };
-    match tokio::time::timeout(VERIFY_TIMEOUT, attempt).await {
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(VERIFY_TIMEOUT, attempt).await;
+    tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "verified a login");
+    match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) if is_auth_failure(&e) => Err(VerifyError::Rejected {
             sqlstate: error_class(&e),
@@ -158,6 +162,9 @@ pub struct Db {
     pool: PgPool,
     credentials: Arc<dyn Recover>,
     metrics: Arc<Metrics>,
+    /// The credentials generation whose login the database refused last (`u64::MAX`:
+    /// none). While it is the current generation, a new connection would be refused too.
+    refused: Arc<AtomicU64>,
 }
 
 /// A request retries a refused login this many times (each after a refresh); the
@@ -170,6 +177,7 @@ impl Db {
             pool,
             credentials,
             metrics,
+            refused: Arc::new(AtomicU64::new(u64::MAX)),
         }
     }
 
@@ -197,22 +205,44 @@ impl Db {
 
     /// A pooled connection. If opening a new one is refused (the password just rotated),
     /// refresh the login and try again instead of failing the request.
+    ///
+    /// While the current login is known to be refused, requests take an idle connection
+    /// if there is one (sessions opened before the change stay valid) and otherwise wait
+    /// for the refresh: another attempt would only be refused again, and each costs a
+    /// TLS handshake and a SCRAM exchange. Without this, a pool of waiting requests turns
+    /// one rotation into a burst of doomed logins.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, DbError> {
         let mut retries = 0;
         loop {
             let generation = self.credentials.generation();
+            if self.refused.load(Ordering::Acquire) == generation {
+                if let Some(conn) = self.pool.try_acquire() {
+                    return Ok(conn);
+                }
+                retries += 1;
+                if let Err(e) = self.wait_for_refresh(generation, retries).await
+                    && retries >= MAX_LOGIN_RETRIES
+                {
+                    return Err(e.into());
+                }
+                continue;
+            }
             match self.pool.acquire().await {
                 Ok(conn) => return Ok(conn),
                 Err(err) if is_auth_failure(&err) && retries < MAX_LOGIN_RETRIES => {
                     retries += 1;
                     self.metrics.record_auth_failure();
-                    tracing::info!(sqlstate = %error_class(&err), generation, retries, "new connection refused; refreshing the login");
-                    if let Err(e) = self.credentials.recover(generation).await {
-                        // Someone must fix something (or Secrets Manager must come back);
-                        // wait a little rather than spin, the deadline bounds us.
-                        tracing::warn!(error = %e, "refresh did not produce a working login yet");
-                        tokio::time::sleep(jitter(Duration::from_millis(100) * retries, 0.5)).await;
+                    // `acquire` may have queued for a while: if the login changed since
+                    // `generation` was read, we cannot tell which one was refused, and
+                    // blaming the new one would stall every request on a refresh it does
+                    // not need. Just try again; a refusal of the new login comes back here.
+                    if self.credentials.generation() != generation {
+                        tracing::info!(generation, retries, "connection refused under a login that has since been replaced; retrying");
+                        continue;
                     }
+                    self.refused.store(generation, Ordering::Release);
+                    tracing::info!(sqlstate = %error_class(&err), generation, retries, "new connection refused; refreshing the login");
+                    let _ = self.wait_for_refresh(generation, retries).await;
                 }
                 Err(err) => {
                     if is_auth_failure(&err) {
@@ -222,6 +252,17 @@ impl Db {
                 }
             }
         }
+    }
+
+    /// Joins (or starts) the one refresh for `generation`. On failure, waits a little
+    /// rather than spin; the request deadline bounds the whole.
+    async fn wait_for_refresh(&self, generation: u64, retries: u32) -> Result<(), CredentialsError> {
+        let result = self.credentials.recover(generation).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "refresh did not produce a working login yet");
+            tokio::time::sleep(jitter(Duration::from_millis(100) * retries, 0.5)).await;
+        }
+        result
     }
 }
 

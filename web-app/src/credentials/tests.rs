@@ -22,10 +22,12 @@ fn secret(user: &str, password: &str) -> DbSecret {
     }
 }
 
+/// version id -> (stages, (user, password))
+type Versions = HashMap<String, (Vec<&'static str>, (String, String))>;
+
 #[derive(Debug, Default)]
 struct FakeSm {
-    /// version id -> (stages, login)
-    versions: Mutex<HashMap<String, (Vec<&'static str>, (String, String))>>,
+    versions: Mutex<Versions>,
     outage: AtomicBool,
     describes: AtomicU64,
     gets: AtomicU64,
