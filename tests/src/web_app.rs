@@ -26,9 +26,11 @@ use crate::TestEnv;
 use crate::postgres::HOST;
 use crate::runtime_api::binary_path;
 
-/// Where `cargo build` put the web app; `WEB_APP_BIN` overrides.
+/// Where `cargo build` put the web app; `WEB_APP_BIN` overrides (a relative path is
+/// taken from the workspace root, where the documented commands run).
 pub fn web_app_path() -> PathBuf {
-    binary_path("WEB_APP_BIN", "web-app")
+    let path = binary_path("WEB_APP_BIN", "web-app");
+    if path.is_relative() { PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path) } else { path }
 }
 
 /// A keep-alive HTTP/1.1 client, as a load balancer or a browser would hold.

@@ -76,78 +76,103 @@ async fn assert_no_password_anywhere(env: &mut TestEnv, app: &WebApp, report: &L
     env.assert_no_leaks().await;
 }
 
+/// One test's run: the app behind an outage proxy, under load from the start.
+struct Run {
+    env: TestEnv,
+    arn: String,
+    proxy: SmProxy,
+    app: WebApp,
+    load: Load,
+    calls_before: u64,
+    started: Instant,
+    rotations: u64,
+}
+
+impl Run {
+    async fn start(env: TestEnv, arn: String) -> Run {
+        let proxy = SmProxy::start(&env.moto.endpoint()).await;
+        let app = WebApp::spawn(&WebApp::env(&env, &arn, &proxy.endpoint(), FAST_CYCLING)).await;
+        let calls_before = app.metrics().await.secretsmanager_calls();
+        let started = Instant::now();
+        let load = Load::start(&app, CLIENTS, PACE);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Run { env, arn, proxy, app, load, calls_before, started, rotations: 0 }
+    }
+
+    async fn quick_rotations(&mut self, n: u64) {
+        for _ in 0..n {
+            self.env.rotate(&self.arn).await.expect("rotation");
+            self.rotations += 1;
+            tokio::time::sleep(BETWEEN_ROTATIONS).await;
+        }
+    }
+
+    /// Stops the load and checks what every run must hold: no failed request or readiness
+    /// probe, the app on AWSCURRENT, Secrets Manager calls within the bound.
+    async fn finish(self, label: &str) -> (TestEnv, WebApp, LoadReport, String) {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let report = self.load.stop().await;
+        let elapsed = self.started.elapsed();
+        assert_no_failures(&report);
+        assert_ends_on_current(&self.env, &self.app, &self.arn).await;
+        let metrics = self.app.metrics().await;
+        let calls = metrics.secretsmanager_calls() - self.calls_before;
+        let bound = call_bound(elapsed, self.rotations);
+        eprintln!(
+            "{label}: {} requests, {} rotations in {elapsed:?}, {calls} Secrets Manager calls (bound {bound}), p50 {} µs, p99 {} µs",
+            report.ok,
+            self.rotations,
+            report.percentile_us(50.0),
+            report.percentile_us(99.0)
+        );
+        assert!(calls <= bound, "{calls} Secrets Manager calls > {bound}\n{}", metrics.text);
+        drop(self.proxy);
+        (self.env, self.app, report, metrics.text)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn single_user_rotations_under_load_fail_no_request() {
     let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("web-single", "app", OLD).await;
     env.pg.exec("GRANT CREATE ON SCHEMA public TO app").await;
-    let proxy = SmProxy::start(&env.moto.endpoint()).await;
-    let mut app = WebApp::spawn(&WebApp::env(&env, &arn, &proxy.endpoint(), FAST_CYCLING)).await;
-    let calls_before = app.metrics().await.secretsmanager_calls();
-    let started = Instant::now();
-    let load = Load::start(&app, CLIENTS, PACE);
-    let mut rotations = 0;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    for _ in 0..6 {
-        env.rotate(&arn).await.expect("rotation");
-        rotations += 1;
-        tokio::time::sleep(BETWEEN_ROTATIONS).await;
-    }
+    let mut run = Run::start(env, arn.clone()).await;
+    run.quick_rotations(6).await;
 
     // A long pause between setSecret and finishSecret: the database already holds the
     // pending password, AWSCURRENT still names the old one. Every connection recycles
-    // several times meanwhile; the app must find AWSPENDING.
+    // meanwhile; the app must find AWSPENDING.
     let token = uuid::Uuid::new_v4().to_string();
-    env.start_rotation(&arn, &token).await.expect("start");
-    env.step("createSecret", &arn, &token).await.expect("createSecret");
-    env.step("setSecret", &arn, &token).await.expect("setSecret");
-    wait_for_version(&app, &token, "new connections use AWSPENDING before finishSecret").await;
+    run.env.start_rotation(&arn, &token).await.expect("start");
+    run.env.step("createSecret", &arn, &token).await.expect("createSecret");
+    run.env.step("setSecret", &arn, &token).await.expect("setSecret");
+    wait_for_version(&run.app, &token, "new connections use AWSPENDING before finishSecret").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    env.step("testSecret", &arn, &token).await.expect("testSecret");
-    env.step("finishSecret", &arn, &token).await.expect("finishSecret");
-    env.drop_pending(&arn, &token).await;
-    rotations += 1;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    run.env.step("testSecret", &arn, &token).await.expect("testSecret");
+    run.env.step("finishSecret", &arn, &token).await.expect("finishSecret");
+    run.env.drop_pending(&arn, &token).await;
+    run.rotations += 1;
+    tokio::time::sleep(BETWEEN_ROTATIONS).await;
 
     // A rotation that fails after setSecret (testSecret cannot verify the database's
     // certificate with the CA bundle it was given) and is finished much later, when
     // Secrets Manager retries it with the same token.
     let token = uuid::Uuid::new_v4().to_string();
-    env.start_rotation(&arn, &token).await.expect("start");
-    env.step("createSecret", &arn, &token).await.expect("createSecret");
-    env.step("setSecret", &arn, &token).await.expect("setSecret");
-    env.restart_function(&[("DB_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")]).await;
-    env.step("testSecret", &arn, &token).await.expect_err("testSecret fails on the wrong CA");
-    wait_for_version(&app, &token, "serving on the pending version of the failed rotation").await;
+    run.env.start_rotation(&arn, &token).await.expect("start");
+    run.env.step("createSecret", &arn, &token).await.expect("createSecret");
+    run.env.step("setSecret", &arn, &token).await.expect("setSecret");
+    run.env.restart_function(&[("DB_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")]).await;
+    run.env.step("testSecret", &arn, &token).await.expect_err("testSecret fails on the wrong CA");
+    wait_for_version(&run.app, &token, "serving on the pending version of the failed rotation").await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    env.restart_function(&[]).await;
-    env.resume(&arn, &token).await.expect("the retry finishes the rotation");
-    rotations += 1;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    run.env.restart_function(&[]).await;
+    run.env.resume(&arn, &token).await.expect("the retry finishes the rotation");
+    run.rotations += 1;
+    tokio::time::sleep(BETWEEN_ROTATIONS).await;
 
-    for _ in 0..3 {
-        env.rotate(&arn).await.expect("rotation");
-        rotations += 1;
-        tokio::time::sleep(BETWEEN_ROTATIONS).await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let report = load.stop().await;
-    let elapsed = started.elapsed();
-
-    assert_no_failures(&report);
-    assert_ends_on_current(&env, &app, &arn).await;
-    let metrics = app.metrics().await;
-    let calls = metrics.secretsmanager_calls() - calls_before;
-    let bound = call_bound(elapsed, rotations);
-    eprintln!(
-        "single-user: {} requests, {rotations} rotations in {elapsed:?}, {calls} Secrets Manager calls (bound {bound}), p50 {} µs, p99 {} µs",
-        report.ok,
-        report.percentile_us(50.0),
-        report.percentile_us(99.0)
-    );
-    assert!(calls <= bound, "{calls} Secrets Manager calls > {bound}\n{}", metrics.text);
-    assert!(metrics.sum("web_app_db_auth_failures_total", &[]) >= 1.0, "the rotations did refuse old logins");
+    run.quick_rotations(3).await;
+    let (mut env, mut app, report, _) = run.finish("single-user").await;
+    assert!(app.metrics().await.sum("web_app_db_auth_failures_total", &[]) >= 1.0, "the rotations did refuse old logins");
     assert_no_password_anywhere(&mut env, &app, &report).await;
     assert_eq!(app.terminate().await, Some(0), "SIGTERM stops the app cleanly");
 }
@@ -162,64 +187,32 @@ async fn alternating_user_rotations_and_a_secrets_manager_outage_fail_no_request
     let mut value = env.secret_json("app", OLD);
     value["masterarn"] = Value::String(master_arn);
     let arn = env.create_secret("web-alt", &value).await;
-
-    let proxy = SmProxy::start(&env.moto.endpoint()).await;
-    let app = WebApp::spawn(&WebApp::env(&env, &arn, &proxy.endpoint(), FAST_CYCLING)).await;
-    let calls_before = app.metrics().await.secretsmanager_calls();
-    let started = Instant::now();
-    let load = Load::start(&app, CLIENTS, PACE);
-    let mut rotations = 0;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    for _ in 0..6 {
-        env.rotate(&arn).await.expect("rotation");
-        rotations += 1;
-        tokio::time::sleep(BETWEEN_ROTATIONS).await;
-    }
+    let mut run = Run::start(env, arn.clone()).await;
+    run.quick_rotations(6).await;
 
     // Secrets Manager unreachable for 8 s while the credentials stay valid: keep serving,
     // back off (not one call per second), and report it.
-    assert_ends_on_current(&env, &app, &arn).await;
-    let version = app.whoami().await.1;
-    let errors_before = app.metrics().await.sum("web_app_secretsmanager_calls_total", &["outcome=\"error\""]);
-    proxy.outage(true);
+    assert_ends_on_current(&run.env, &run.app, &arn).await;
+    let version = run.app.whoami().await.1;
+    let errors = |m: &e2e::web_app::Metrics| m.sum("web_app_secretsmanager_calls_total", &["outcome=\"error\""]);
+    let errors_before = errors(&run.app.metrics().await);
+    run.proxy.outage(true);
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let during = app.metrics().await;
-    let failed_calls = during.sum("web_app_secretsmanager_calls_total", &["outcome=\"error\""]) - errors_before;
+    let during = run.app.metrics().await;
+    let failed_calls = errors(&during) - errors_before;
     assert!(failed_calls >= 1.0, "the outage was noticed\n{}", during.text);
     assert!(failed_calls <= 5.0, "{failed_calls} calls in 8 s of outage: backoff, not a loop");
     assert!(during.sum("web_app_secret_change_check_failures", &[]) >= 1.0, "reported in metrics");
-    let report_so_far = app.get("/whoami").await.expect("whoami");
-    assert_eq!(report_so_far.status, 200, "{}", app.output());
-    assert_eq!(report_so_far.json()["secret_version_id"], version.as_str(), "kept the working login");
-    proxy.outage(false);
+    assert_eq!(run.app.whoami().await.1, version, "kept the working login");
+    run.proxy.outage(false);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(app.metrics().await.sum("web_app_secret_change_check_failures", &[]), 0.0, "recovered");
+    assert_eq!(run.app.metrics().await.sum("web_app_secret_change_check_failures", &[]), 0.0, "recovered");
 
-    for _ in 0..6 {
-        env.rotate(&arn).await.expect("rotation");
-        rotations += 1;
-        tokio::time::sleep(BETWEEN_ROTATIONS).await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let report = load.stop().await;
-    let elapsed = started.elapsed();
-
-    assert_no_failures(&report);
+    run.quick_rotations(6).await;
+    let (mut env, app, report, _) = run.finish("alternating").await;
     let mut users = report.users_seen.clone();
     users.sort();
     assert_eq!(users, ["app", "app_clone"], "requests were served by both users in turn");
-    assert_ends_on_current(&env, &app, &arn).await;
-    let metrics = app.metrics().await;
-    let calls = metrics.secretsmanager_calls() - calls_before;
-    let bound = call_bound(elapsed, rotations);
-    eprintln!(
-        "alternating: {} requests, {rotations} rotations in {elapsed:?}, {calls} Secrets Manager calls (bound {bound}), p50 {} µs, p99 {} µs",
-        report.ok,
-        report.percentile_us(50.0),
-        report.percentile_us(99.0)
-    );
-    assert!(calls <= bound, "{calls} Secrets Manager calls > {bound}\n{}", metrics.text);
     assert!(
         app.output().contains("change check failed; serving with the current login"),
         "the outage is in the logs"
