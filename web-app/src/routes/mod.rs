@@ -65,3 +65,6 @@ async fn observe(State(state): State<AppState>, matched: Option<MatchedPath>, re
     }
     response
 }
+
+#[cfg(test)]
+mod tests;
