@@ -49,9 +49,14 @@ fn row(name: &str, f: &Figures) {
 async fn pgbench(env: &TestEnv, clients: u64, seconds: u64) -> Figures {
     let dir = tempfile::tempdir().expect("tmp");
     let conn = |cmd: &mut Command| {
-        cmd.env("PGPASSWORD", env.pg.superuser_password())
-            .env("PGSSLMODE", "require")
-            .args(["-h", "127.0.0.1", "-p", &env.pg.port().to_string(), "-U", "postgres"]);
+        cmd.env("PGPASSWORD", env.pg.superuser_password()).env("PGSSLMODE", "require").args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &env.pg.port().to_string(),
+            "-U",
+            "postgres",
+        ]);
     };
     let mut init = Command::new("pgbench");
     conn(&mut init);
@@ -61,7 +66,18 @@ async fn pgbench(env: &TestEnv, clients: u64, seconds: u64) -> Figures {
     conn(&mut run);
     let out = run
         .current_dir(dir.path())
-        .args(["-S", "-n", "-c", &clients.to_string(), "-j", "2", "-T", &seconds.to_string(), "--log", "--log-prefix=tx"])
+        .args([
+            "-S",
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "--log",
+            "--log-prefix=tx",
+        ])
         .arg("postgres")
         .output()
         .await
@@ -80,9 +96,10 @@ async fn pgbench(env: &TestEnv, clients: u64, seconds: u64) -> Figures {
         let log = std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
         latencies.extend(log.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()));
     }
-    let failed = text.lines().find(|l| l.starts_with("number of failed transactions")).map_or(0, |l| {
-        l.split_whitespace().nth(4).and_then(|v| v.parse().ok()).unwrap_or(0)
-    });
+    let failed = text
+        .lines()
+        .find(|l| l.starts_with("number of failed transactions"))
+        .map_or(0, |l| l.split_whitespace().nth(4).and_then(|v| v.parse().ok()).unwrap_or(0));
     Figures {
         rps: tps,
         p50_ms: percentile(&latencies, 50.0) as f64 / 1000.0,

@@ -7,6 +7,7 @@
 
 pub mod moto;
 pub mod postgres;
+pub mod process;
 pub mod runtime_api;
 pub mod web_app;
 

@@ -18,7 +18,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::routing::{get, post};
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
@@ -120,21 +119,7 @@ impl Function {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
-        let output = Arc::new(Mutex::new(String::new()));
-        let streams: [Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>; 2] =
-            [child.stdout.take().map(|s| Box::new(s) as _), child.stderr.take().map(|s| Box::new(s) as _)];
-        for mut stream in streams.into_iter().flatten() {
-            let output = output.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    output.lock().expect("output").push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let output = crate::process::capture_output(&mut child);
         Function {
             child,
             queue,

@@ -17,7 +17,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -37,9 +36,7 @@ pub fn web_app_path() -> PathBuf {
 pub type Http = Client<HttpConnector, Full<Bytes>>;
 
 pub fn http_client() -> Http {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build_http()
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build_http()
 }
 
 /// One HTTP answer: status and body text.
@@ -98,8 +95,7 @@ impl WebApp {
     /// The environment the app gets in a test: the secret id, moto at `sm_endpoint`, the
     /// test CA, a free port, and `extra` (later entries win).
     pub fn env(env: &TestEnv, secret_id: &str, sm_endpoint: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut vars: Vec<(String, String)> =
-            env.moto.sdk_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let mut vars: Vec<(String, String)> = env.moto.sdk_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         for (k, v) in &mut vars {
             if k == "AWS_ENDPOINT_URL" {
                 sm_endpoint.clone_into(v);
@@ -175,7 +171,10 @@ impl WebApp {
         let a = self.get("/whoami").await.expect("whoami");
         assert_eq!(a.status, 200, "{}", a.body);
         let v = a.json();
-        (v["db_user"].as_str().expect("db_user").to_owned(), v["secret_version_id"].as_str().expect("version").to_owned())
+        (
+            v["db_user"].as_str().expect("db_user").to_owned(),
+            v["secret_version_id"].as_str().expect("version").to_owned(),
+        )
     }
 
     pub async fn metrics(&self) -> Metrics {
@@ -228,21 +227,7 @@ fn spawn_process(vars: &[(String, String)]) -> (Child, Arc<Mutex<String>>) {
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
-    let output = Arc::new(Mutex::new(String::new()));
-    let streams: [Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>; 2] =
-        [child.stdout.take().map(|s| Box::new(s) as _), child.stderr.take().map(|s| Box::new(s) as _)];
-    for mut stream in streams.into_iter().flatten() {
-        let output = output.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            while let Ok(n) = stream.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                output.lock().expect("output").push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
+    let output = crate::process::capture_output(&mut child);
     (child, output)
 }
 
@@ -350,9 +335,11 @@ impl Load {
                     i += 1;
                     let (method, path, body) = match (mixed, own_note, i % 4) {
                         (false, Some(id), _) | (true, Some(id), 2) => ("GET", format!("/notes/{id}"), None),
-                        (_, None, _) | (true, _, 0) => {
-                            ("POST", "/notes".to_owned(), Some(serde_json::json!({"body": format!("client {client} note {i}")})))
-                        }
+                        (_, None, _) | (true, _, 0) => (
+                            "POST",
+                            "/notes".to_owned(),
+                            Some(serde_json::json!({"body": format!("client {client} note {i}")})),
+                        ),
                         (true, _, 1) => ("GET", "/notes?limit=5".to_owned(), None),
                         (true, _, _) => ("GET", "/whoami".to_owned(), None),
                     };

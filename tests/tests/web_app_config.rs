@@ -29,7 +29,9 @@ async fn every_bad_configuration_is_named_at_startup_without_the_password() {
     let mut no_user = env.secret_json("app", PASSWORD);
     no_user.as_object_mut().expect("object").remove("username");
     let missing_key = env.create_secret("bad/missing-key", &no_user).await;
-    let wrong_engine = env.create_secret("bad/engine", &json!({"engine": "mysql", "host": "h", "username": "u", "password": PASSWORD})).await;
+    let wrong_engine = env
+        .create_secret("bad/engine", &json!({"engine": "mysql", "host": "h", "username": "u", "password": PASSWORD}))
+        .await;
 
     // No secret id at all: a configuration error, before any AWS call.
     let mut vars = WebApp::env(&env, "unused", &env.moto.endpoint(), &[]);
@@ -38,7 +40,10 @@ async fn every_bad_configuration_is_named_at_startup_without_the_password() {
     assert_refused(&outcome, "APP_SECRET_ID is required");
 
     // A credential passed as configuration is refused by name, its value never echoed.
-    assert_refused(&start(&env, &not_json, &[("APP_DB_PASSWORD", PASSWORD)]).await, "APP_DB_PASSWORD looks like a credential");
+    assert_refused(
+        &start(&env, &not_json, &[("APP_DB_PASSWORD", PASSWORD)]).await,
+        "APP_DB_PASSWORD looks like a credential",
+    );
     assert_refused(&start(&env, &not_json, &[("APP_REQUEST_TIMEOUT", "10")]).await, "APP_REQUEST_TIMEOUT");
 
     assert_refused(&start(&env, &not_json, &[]).await, "is not JSON");

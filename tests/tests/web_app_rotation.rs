@@ -33,14 +33,24 @@ fn call_bound(elapsed: Duration, rotations: u64) -> u64 {
 fn assert_no_failures(report: &LoadReport) {
     assert!(report.ok > 3000, "the load ran: {} requests", report.ok);
     assert!(report.ready_ok > 100, "readiness was probed: {}", report.ready_ok);
-    assert!(report.failures.is_empty(), "{} failed requests, first: {:?}", report.failures.len(), &report.failures[..report.failures.len().min(5)]);
-    assert!(report.ready_failures.is_empty(), "failed readiness checks: {:?}", &report.ready_failures[..report.ready_failures.len().min(5)]);
+    assert!(
+        report.failures.is_empty(),
+        "{} failed requests, first: {:?}",
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(5)]
+    );
+    assert!(
+        report.ready_failures.is_empty(),
+        "failed readiness checks: {:?}",
+        &report.ready_failures[..report.ready_failures.len().min(5)]
+    );
 }
 
 /// Waits (at most a few change-check intervals) until new connections use AWSCURRENT.
 async fn assert_ends_on_current(env: &TestEnv, app: &WebApp, arn: &str) {
     let current = env.version_with(arn, "AWSCURRENT").await.expect("AWSCURRENT");
-    let expected_user = env.value(arn, "AWSCURRENT").await.expect("value")["username"].as_str().expect("user").to_owned();
+    let expected_user =
+        env.value(arn, "AWSCURRENT").await.expect("value")["username"].as_str().expect("user").to_owned();
     let started = Instant::now();
     loop {
         let answer = app.get("/whoami").await.expect("whoami");
@@ -172,7 +182,10 @@ async fn single_user_rotations_under_load_fail_no_request() {
 
     run.quick_rotations(3).await;
     let (mut env, mut app, report, _) = run.finish("single-user").await;
-    assert!(app.metrics().await.sum("web_app_db_auth_failures_total", &[]) >= 1.0, "the rotations did refuse old logins");
+    assert!(
+        app.metrics().await.sum("web_app_db_auth_failures_total", &[]) >= 1.0,
+        "the rotations did refuse old logins"
+    );
     assert_no_password_anywhere(&mut env, &app, &report).await;
     assert_eq!(app.terminate().await, Some(0), "SIGTERM stops the app cleanly");
 }
@@ -213,9 +226,6 @@ async fn alternating_user_rotations_and_a_secrets_manager_outage_fail_no_request
     let mut users = report.users_seen.clone();
     users.sort();
     assert_eq!(users, ["app", "app_clone"], "requests were served by both users in turn");
-    assert!(
-        app.output().contains("change check failed; serving with the current login"),
-        "the outage is in the logs"
-    );
+    assert!(app.output().contains("change check failed; serving with the current login"), "the outage is in the logs");
     assert_no_password_anywhere(&mut env, &app, &report).await;
 }

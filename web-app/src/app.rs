@@ -25,10 +25,7 @@ pub enum StartupError {
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot read APP_DB_CA_BUNDLE {path}: {source}")]
-    CaBundle {
-        path: String,
-        source: std::io::Error,
-    },
+    CaBundle { path: String, source: std::io::Error },
     #[error("no AWS region configured: set AWS_REGION")]
     NoRegion,
     #[error("database secret: {0}")]
@@ -36,10 +33,7 @@ pub enum StartupError {
     #[error("database migrations: {0}")]
     Migrations(#[from] DbError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("server: {0}")]
     Serve(std::io::Error),
 }
@@ -76,15 +70,12 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let metrics = Arc::new(Metrics::new());
     let ca_bundle_pem = match &config.db_ca_bundle {
         None => None,
-        Some(path) => Some(std::fs::read(path).map_err(|source| StartupError::CaBundle {
-            path: path.display().to_string(),
-            source,
-        })?),
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|source| StartupError::CaBundle { path: path.display().to_string(), source })?,
+        ),
     };
-    let tls = TlsPolicy {
-        override_: config.db_tls.clone(),
-        ca_bundle_pem,
-    };
+    let tls = TlsPolicy { override_: config.db_tls.clone(), ca_bundle_pem };
     let client = secrets_manager_client().await?;
     let source = AwsSecretSource::new(client, config.secret_id.clone(), metrics.clone());
 
@@ -106,40 +97,21 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     tracing::info!(secret_id = %config.secret_id, version_id = %initial.version_id, user = %initial.secret.username, "database login verified");
 
     let pool = build_pool(&config, &initial.secret, &tls);
-    let target = PgTarget {
-        pool: pool.clone(),
-        tls,
-    };
-    let credentials = Arc::new(Credentials::new(
-        source,
-        target,
-        metrics.clone(),
-        initial,
-        current_seen,
-        config.secret_backoff_max,
-    ));
+    let target = PgTarget { pool: pool.clone(), tls };
+    let credentials =
+        Arc::new(Credentials::new(source, target, metrics.clone(), initial, current_seen, config.secret_backoff_max));
     let db = Db::new(pool.clone(), Arc::new(credentials.clone()), metrics.clone());
     let applied = migrations::run(&db).await?;
     tracing::info!(applied, "schema up to date");
 
-    let checker = tokio::spawn(
-        credentials
-            .clone()
-            .run_change_checks(config.secret_check_interval, config.secret_backoff_max),
-    );
+    let checker =
+        tokio::spawn(credentials.clone().run_change_checks(config.secret_check_interval, config.secret_backoff_max));
 
     let listener = TcpListener::bind(config.listen_addr)
         .await
-        .map_err(|source| StartupError::Bind {
-            addr: config.listen_addr,
-            source,
-        })?;
+        .map_err(|source| StartupError::Bind { addr: config.listen_addr, source })?;
     tracing::info!(addr = %config.listen_addr, "listening");
-    let app = router(AppState {
-        db,
-        metrics,
-        request_timeout: config.request_timeout,
-    });
+    let app = router(AppState { db, metrics, request_timeout: config.request_timeout });
 
     let stopping = Arc::new(tokio::sync::Notify::new());
     let server = axum::serve(listener, app)

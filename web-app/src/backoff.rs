@@ -13,11 +13,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max: max.max(base),
-            failures: 0,
-        }
+        Self { base, max: max.max(base), failures: 0 }
     }
 
     pub fn failures(&self) -> u32 {

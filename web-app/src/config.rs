@@ -63,16 +63,10 @@ pub enum ConfigError {
     #[error("APP_SECRET_ID is required (the ARN or name of the database secret)")]
     MissingSecretId,
     #[error("{var}={value:?} is invalid: {reason}")]
-    Invalid {
-        var: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    Invalid { var: &'static str, value: String, reason: &'static str },
     #[error("unknown variable {0} (known: {known})", known = KNOWN_VARS.join(", "))]
     Unknown(String),
-    #[error(
-        "{0} looks like a credential; credentials come only from Secrets Manager, set APP_SECRET_ID instead"
-    )]
+    #[error("{0} looks like a credential; credentials come only from Secrets Manager, set APP_SECRET_ID instead")]
     CredentialInEnvironment(String),
 }
 
@@ -85,33 +79,22 @@ impl Config {
     /// Builds the configuration from `(name, value)` pairs; variables that do not start
     /// with `APP_` are ignored.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let vars: Vec<(String, String)> = vars
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("APP_"))
-            .collect();
+        let vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with("APP_")).collect();
         for (k, _) in &vars {
             if !KNOWN_VARS.contains(&k.as_str()) {
                 let upper = k.to_ascii_uppercase();
                 // Name the variable only; its value may be a password.
-                if ["PASSWORD", "PASSWD", "SECRET_VALUE", "DATABASE_URL", "DB_URL"]
-                    .iter()
-                    .any(|w| upper.contains(w))
-                {
+                if ["PASSWORD", "PASSWD", "SECRET_VALUE", "DATABASE_URL", "DB_URL"].iter().any(|w| upper.contains(w)) {
                     return Err(ConfigError::CredentialInEnvironment(k.clone()));
                 }
                 return Err(ConfigError::Unknown(k.clone()));
             }
         }
         let get = |name: &str| -> Option<&str> {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.trim())
-                .filter(|v| !v.is_empty())
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty())
         };
 
-        let secret_id = get("APP_SECRET_ID")
-            .ok_or(ConfigError::MissingSecretId)?
-            .to_owned();
+        let secret_id = get("APP_SECRET_ID").ok_or(ConfigError::MissingSecretId)?.to_owned();
         let listen_addr = match get("APP_LISTEN_ADDR") {
             None => SocketAddr::from(([0, 0, 0, 0], 8080)),
             Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
@@ -141,7 +124,8 @@ impl Config {
                 reason: "must not exceed APP_POOL_MAX_CONNECTIONS",
             });
         }
-        let jitter_percent = number(get("APP_CONN_LIFETIME_JITTER_PERCENT"), "APP_CONN_LIFETIME_JITTER_PERCENT", 20, 0, 90)?;
+        let jitter_percent =
+            number(get("APP_CONN_LIFETIME_JITTER_PERCENT"), "APP_CONN_LIFETIME_JITTER_PERCENT", 20, 0, 90)?;
         let cfg = Config {
             secret_id,
             listen_addr,
@@ -149,11 +133,27 @@ impl Config {
             db_tls,
             pool_max_connections,
             pool_min_connections,
-            pool_acquire_timeout: duration(get("APP_POOL_ACQUIRE_TIMEOUT"), "APP_POOL_ACQUIRE_TIMEOUT", Duration::from_secs(5))?,
-            conn_max_lifetime: duration(get("APP_CONN_MAX_LIFETIME"), "APP_CONN_MAX_LIFETIME", Duration::from_secs(300))?,
+            pool_acquire_timeout: duration(
+                get("APP_POOL_ACQUIRE_TIMEOUT"),
+                "APP_POOL_ACQUIRE_TIMEOUT",
+                Duration::from_secs(5),
+            )?,
+            conn_max_lifetime: duration(
+                get("APP_CONN_MAX_LIFETIME"),
+                "APP_CONN_MAX_LIFETIME",
+                Duration::from_secs(300),
+            )?,
             conn_lifetime_jitter: f64::from(jitter_percent) / 100.0,
-            secret_check_interval: duration(get("APP_SECRET_CHECK_INTERVAL"), "APP_SECRET_CHECK_INTERVAL", Duration::from_secs(60))?,
-            secret_backoff_max: duration(get("APP_SECRET_BACKOFF_MAX"), "APP_SECRET_BACKOFF_MAX", Duration::from_secs(300))?,
+            secret_check_interval: duration(
+                get("APP_SECRET_CHECK_INTERVAL"),
+                "APP_SECRET_CHECK_INTERVAL",
+                Duration::from_secs(60),
+            )?,
+            secret_backoff_max: duration(
+                get("APP_SECRET_BACKOFF_MAX"),
+                "APP_SECRET_BACKOFF_MAX",
+                Duration::from_secs(300),
+            )?,
             request_timeout: duration(get("APP_REQUEST_TIMEOUT"), "APP_REQUEST_TIMEOUT", Duration::from_secs(10))?,
             shutdown_grace: duration(get("APP_SHUTDOWN_GRACE"), "APP_SHUTDOWN_GRACE", Duration::from_secs(20))?,
         };

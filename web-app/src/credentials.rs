@@ -161,10 +161,7 @@ pub async fn initial_login<S: SecretSource, V: Verify>(
             Err(VerifyError::Unreachable(d)) => return Err(CredentialsError::DatabaseUnreachable(d)),
         }
     }
-    Err(CredentialsError::NoWorkingVersion {
-        secret_id: source.secret_id().to_owned(),
-        tried: tried.join(", "),
-    })
+    Err(CredentialsError::NoWorkingVersion { secret_id: source.secret_id().to_owned(), tried: tried.join(", ") })
 }
 
 impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
@@ -183,10 +180,7 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
             source,
             target,
             metrics,
-            active: RwLock::new(Arc::new(Active {
-                version_id: initial.version_id,
-                secret: initial.secret,
-            })),
+            active: RwLock::new(Arc::new(Active { version_id: initial.version_id, secret: initial.secret })),
             generation: AtomicU64::new(0),
             refresh: tokio::sync::Mutex::new(RefreshState {
                 last_seen_current: Some(current_seen),
@@ -198,10 +192,7 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
     }
 
     pub fn active(&self) -> Arc<Active> {
-        self.active
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.active.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Bumped every time the active login changes. Read it *before* opening a
@@ -214,13 +205,8 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
         // Pool first, generation last: whoever sees the new generation also gets
         // connections with the new login.
         self.target.switch_to(&version.secret);
-        *self
-            .active
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Active {
-            version_id: version.version_id.clone(),
-            secret: version.secret.clone(),
-        });
+        *self.active.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Arc::new(Active { version_id: version.version_id.clone(), secret: version.secret.clone() });
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.metrics.set_secret_version(&version.version_id);
     }
@@ -237,10 +223,7 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
             return Ok(None);
         };
         if let Some(secret) = st.cache.get(id) {
-            return Ok(Some(SecretVersion {
-                version_id: id.to_owned(),
-                secret: secret.clone(),
-            }));
+            return Ok(Some(SecretVersion { version_id: id.to_owned(), secret: secret.clone() }));
         }
         match self.source.get(stage).await {
             Ok(v) => Ok(Some(v)),
@@ -250,8 +233,7 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
     }
 
     fn prune_cache(st: &mut RefreshState, stages: &Stages, active_id: &str) {
-        st.cache
-            .retain(|id, _| id == active_id || stages.contains_version(id));
+        st.cache.retain(|id, _| id == active_id || stages.contains_version(id));
     }
 
     /// One change check: `DescribeSecret`, and only if AWSCURRENT moved, load + verify +
@@ -283,21 +265,18 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
                 self.switch(&version);
                 st.cache.insert(version.version_id.clone(), version.secret.clone());
                 st.last_seen_current = Some(version.version_id.clone());
-                self.metrics
-                    .record_refresh(RefreshTrigger::ChangeCheck, RefreshOutcome::Switched);
+                self.metrics.record_refresh(RefreshTrigger::ChangeCheck, RefreshOutcome::Switched);
                 tracing::info!(from = %active.version_id, to = %version.version_id, user = %version.secret.username, "switched to the new AWSCURRENT");
                 Ok(CheckOutcome::Switched)
             }
             Err(VerifyError::Rejected { sqlstate }) => {
                 st.last_seen_current = Some(version.version_id.clone());
-                self.metrics
-                    .record_refresh(RefreshTrigger::ChangeCheck, RefreshOutcome::Kept);
+                self.metrics.record_refresh(RefreshTrigger::ChangeCheck, RefreshOutcome::Kept);
                 tracing::warn!(version_id = %version.version_id, %sqlstate, kept = %active.version_id, "the database refuses the new AWSCURRENT; keeping the working login");
                 Ok(CheckOutcome::NewVersionRejected)
             }
             Err(VerifyError::Unreachable(detail)) => {
-                self.metrics
-                    .record_refresh(RefreshTrigger::ChangeCheck, RefreshOutcome::Failed);
+                self.metrics.record_refresh(RefreshTrigger::ChangeCheck, RefreshOutcome::Failed);
                 tracing::warn!(version_id = %version.version_id, %detail, "could not verify the new AWSCURRENT; will retry");
                 Ok(CheckOutcome::DatabaseUnreachable)
             }
@@ -324,14 +303,12 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
             Ok(()) => {
                 st.recover_backoff.reset();
                 st.recover_not_before = None;
-                self.metrics
-                    .record_refresh(RefreshTrigger::AuthFailure, RefreshOutcome::Switched);
+                self.metrics.record_refresh(RefreshTrigger::AuthFailure, RefreshOutcome::Switched);
             }
             Err(e) => {
                 let delay = st.recover_backoff.next_delay();
                 st.recover_not_before = Some(Instant::now() + delay);
-                self.metrics
-                    .record_refresh(RefreshTrigger::AuthFailure, RefreshOutcome::Failed);
+                self.metrics.record_refresh(RefreshTrigger::AuthFailure, RefreshOutcome::Failed);
                 tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "credential refresh after an authentication failure failed");
             }
         }
@@ -395,8 +372,7 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
                 }
                 Err(e) => {
                     delay = backoff.next_delay().max(interval);
-                    self.metrics
-                        .set_change_check_failures_in_a_row(u64::from(backoff.failures()));
+                    self.metrics.set_change_check_failures_in_a_row(u64::from(backoff.failures()));
                     tracing::warn!(error = %e, transient = e.is_transient(), failures = backoff.failures(), retry_in_ms = delay.as_millis() as u64, "change check failed; serving with the current login");
                 }
             }
@@ -422,8 +398,7 @@ impl<S: SecretSource + std::fmt::Debug, T: CredentialTarget + std::fmt::Debug> R
         let this = self.clone();
         let task = tokio::spawn(async move { Credentials::recover(&this, failed_generation).await });
         Box::pin(async move {
-            task.await
-                .unwrap_or_else(|_| Err(CredentialsError::DatabaseUnreachable("refresh task panicked".into())))
+            task.await.unwrap_or_else(|_| Err(CredentialsError::DatabaseUnreachable("refresh task panicked".into())))
         })
     }
 

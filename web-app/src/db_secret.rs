@@ -34,10 +34,7 @@ pub enum SecretFormatError {
     #[error("the secret has no `{0}` key")]
     MissingKey(&'static str),
     #[error("the secret's `{key}` key {problem}")]
-    BadValue {
-        key: &'static str,
-        problem: &'static str,
-    },
+    BadValue { key: &'static str, problem: &'static str },
     #[error("the secret's engine is not postgres")]
     WrongEngine,
     #[error("the secret has no SecretString (binary secrets are not supported)")]
@@ -54,25 +51,17 @@ pub struct TlsPolicy {
 
 impl DbSecret {
     pub fn parse(text: &str) -> Result<Self, SecretFormatError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| SecretFormatError::NotJson {
-            line: e.line(),
-            column: e.column(),
-        })?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| SecretFormatError::NotJson { line: e.line(), column: e.column() })?;
         let Value::Object(map) = value else {
             return Err(SecretFormatError::NotAnObject);
         };
         let string = |key: &'static str| -> Result<Option<String>, SecretFormatError> {
             match map.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if s.is_empty() => Err(SecretFormatError::BadValue {
-                    key,
-                    problem: "is empty",
-                }),
+                Some(Value::String(s)) if s.is_empty() => Err(SecretFormatError::BadValue { key, problem: "is empty" }),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(SecretFormatError::BadValue {
-                    key,
-                    problem: "is not a string",
-                }),
+                Some(_) => Err(SecretFormatError::BadValue { key, problem: "is not a string" }),
             }
         };
         let required = |key: &'static str| string(key)?.ok_or(SecretFormatError::MissingKey(key));
@@ -87,22 +76,15 @@ impl DbSecret {
                 .as_u64()
                 .and_then(|n| u16::try_from(n).ok())
                 .filter(|n| *n > 0)
-                .ok_or(SecretFormatError::BadValue {
-                    key: "port",
-                    problem: "is not a TCP port",
-                })?,
+                .ok_or(SecretFormatError::BadValue { key: "port", problem: "is not a TCP port" })?,
             // The AWS console and some templates store the port as a string.
-            Some(Value::String(s)) => s.parse::<u16>().ok().filter(|n| *n > 0).ok_or(
-                SecretFormatError::BadValue {
-                    key: "port",
-                    problem: "is not a TCP port",
-                },
-            )?,
+            Some(Value::String(s)) => s
+                .parse::<u16>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(SecretFormatError::BadValue { key: "port", problem: "is not a TCP port" })?,
             Some(_) => {
-                return Err(SecretFormatError::BadValue {
-                    key: "port",
-                    problem: "is not a TCP port",
-                });
+                return Err(SecretFormatError::BadValue { key: "port", problem: "is not a TCP port" });
             }
         };
         let ssl = match map.get("ssl") {
@@ -111,10 +93,7 @@ impl DbSecret {
             Some(Value::String(s)) if s == "true" => true,
             Some(Value::String(s)) if s == "false" => false,
             Some(_) => {
-                return Err(SecretFormatError::BadValue {
-                    key: "ssl",
-                    problem: "is neither true nor false",
-                });
+                return Err(SecretFormatError::BadValue { key: "ssl", problem: "is neither true nor false" });
             }
         };
         Ok(DbSecret {
@@ -131,8 +110,7 @@ impl DbSecret {
 
     /// Whether two versions hold the same login (user and password).
     pub fn same_login(&self, other: &DbSecret) -> bool {
-        self.username == other.username
-            && self.password.expose_secret() == other.password.expose_secret()
+        self.username == other.username && self.password.expose_secret() == other.password.expose_secret()
     }
 
     /// Connection options for one new physical connection with these credentials.
@@ -185,7 +163,8 @@ mod tests {
     fn defaults_port_dbname_and_tls() {
         let s = DbSecret::parse(r#"{"engine":"postgres","host":"h","username":"u","password":"p"}"#).unwrap();
         assert_eq!((s.port, s.dbname.as_str(), s.ssl), (5432, "postgres", true));
-        let s = DbSecret::parse(r#"{"engine":"postgres","host":"h","port":"5433","username":"u","password":"p"}"#).unwrap();
+        let s =
+            DbSecret::parse(r#"{"engine":"postgres","host":"h","port":"5433","username":"u","password":"p"}"#).unwrap();
         assert_eq!(s.port, 5433);
     }
 
@@ -196,8 +175,14 @@ mod tests {
             (format!("\"{PASSWORD}\""), "not an object"),
             (format!(r#"{{"engine":"postgres","host":"h","password":"{PASSWORD}"}}"#), "`username`"),
             (r#"{"engine":"postgres","host":"h","username":"u"}"#.to_owned(), "`password`"),
-            (format!(r#"{{"engine":"postgres","host":"h","username":"u","password":"p","port":"{PASSWORD}"}}"#), "`port`"),
-            (format!(r#"{{"engine":"postgres","host":"h","username":"u","password":"p","ssl":"{PASSWORD}"}}"#), "`ssl`"),
+            (
+                format!(r#"{{"engine":"postgres","host":"h","username":"u","password":"p","port":"{PASSWORD}"}}"#),
+                "`port`",
+            ),
+            (
+                format!(r#"{{"engine":"postgres","host":"h","username":"u","password":"p","ssl":"{PASSWORD}"}}"#),
+                "`ssl`",
+            ),
             (format!(r#"{{"engine":"mysql","host":"h","username":"u","password":"{PASSWORD}"}}"#), "engine"),
         ];
         for (text, expected) in cases {
@@ -214,7 +199,8 @@ mod tests {
         let disable = TlsPolicy { override_: DbTlsOverride::Disable, ca_bundle_pem: None };
         assert!(matches!(verified.connect_options(&follow).get_ssl_mode(), PgSslMode::VerifyFull));
         assert!(matches!(verified.connect_options(&disable).get_ssl_mode(), PgSslMode::Disable));
-        let plain = DbSecret::parse(r#"{"engine":"postgres","host":"h","username":"u","password":"p","ssl":false}"#).unwrap();
+        let plain =
+            DbSecret::parse(r#"{"engine":"postgres","host":"h","username":"u","password":"p","ssl":false}"#).unwrap();
         assert!(matches!(plain.connect_options(&follow).get_ssl_mode(), PgSslMode::Disable));
     }
 }

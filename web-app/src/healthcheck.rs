@@ -11,10 +11,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The port to probe: the one the server listens on.
 pub fn port_from_env() -> u16 {
-    std::env::var("APP_LISTEN_ADDR")
-        .ok()
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-        .map_or(8080, |a| a.port())
+    std::env::var("APP_LISTEN_ADDR").ok().and_then(|a| a.parse::<SocketAddr>().ok()).map_or(8080, |a| a.port())
 }
 
 pub fn probe(port: u16) -> Result<(), String> {

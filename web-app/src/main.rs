@@ -12,15 +12,13 @@ fn main() -> ExitCode {
         }
     }
     web_app::telemetry::init();
-    let result = web_app::config::Config::from_env()
-        .map_err(web_app::app::StartupError::from)
-        .and_then(|config| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(web_app::app::StartupError::Serve)?
-                .block_on(web_app::app::run(config))
-        });
+    let result = web_app::config::Config::from_env().map_err(web_app::app::StartupError::from).and_then(|config| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(web_app::app::StartupError::Serve)?
+            .block_on(web_app::app::run(config))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -82,10 +82,7 @@ impl Metrics {
 
     /// One finished HTTP request. `route` must be the matched template (`/notes/{id}`).
     pub fn record_request(&self, method: &str, route: &str, status: u16) {
-        bump(
-            &self.requests,
-            (method.to_owned(), route.to_owned(), status),
-        );
+        bump(&self.requests, (method.to_owned(), route.to_owned(), status));
     }
 
     /// A database error surfaced to a request or a background task, by SQLSTATE (or a
@@ -109,25 +106,17 @@ impl Metrics {
     }
 
     pub fn set_change_check_failures_in_a_row(&self, n: u64) {
-        self.change_check_failures_in_a_row
-            .store(n, Ordering::Relaxed);
+        self.change_check_failures_in_a_row.store(n, Ordering::Relaxed);
     }
 
     pub fn set_secret_version(&self, version_id: &str) {
-        let mut v = self
-            .secret_version
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut v = self.secret_version.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         version_id.clone_into(&mut v);
     }
 
     /// Total Secrets Manager calls so far, all operations and outcomes.
     pub fn secretsmanager_calls_total(&self) -> u64 {
-        self.sm_calls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .sum()
+        self.sm_calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().sum()
     }
 
     /// Renders everything in the Prometheus text format (version 0.0.4).
@@ -177,12 +166,7 @@ impl Metrics {
             "Secrets Manager API calls by operation and outcome.",
         );
         for ((op, outcome), n) in lock(&self.sm_calls).iter() {
-            sample(
-                &mut out,
-                "web_app_secretsmanager_calls_total",
-                &[("operation", op), ("outcome", outcome)],
-                *n,
-            );
+            sample(&mut out, "web_app_secretsmanager_calls_total", &[("operation", op), ("outcome", outcome)], *n);
         }
         family(
             &mut out,
@@ -190,12 +174,7 @@ impl Metrics {
             "counter",
             "New database connections refused with SQLSTATE 28P01/28000.",
         );
-        sample(
-            &mut out,
-            "web_app_db_auth_failures_total",
-            &[],
-            self.auth_failures.load(Ordering::Relaxed),
-        );
+        sample(&mut out, "web_app_db_auth_failures_total", &[], self.auth_failures.load(Ordering::Relaxed));
         family(
             &mut out,
             "web_app_secret_change_check_failures",
@@ -208,25 +187,10 @@ impl Metrics {
             &[],
             self.change_check_failures_in_a_row.load(Ordering::Relaxed),
         );
-        family(
-            &mut out,
-            "web_app_db_pool_connections",
-            "gauge",
-            "Open connections in the pool.",
-        );
+        family(&mut out, "web_app_db_pool_connections", "gauge", "Open connections in the pool.");
         sample(&mut out, "web_app_db_pool_connections", &[], u64::from(pool.size));
-        family(
-            &mut out,
-            "web_app_db_pool_idle_connections",
-            "gauge",
-            "Idle connections in the pool.",
-        );
-        sample(
-            &mut out,
-            "web_app_db_pool_idle_connections",
-            &[],
-            pool.idle as u64,
-        );
+        family(&mut out, "web_app_db_pool_idle_connections", "gauge", "Idle connections in the pool.");
+        sample(&mut out, "web_app_db_pool_idle_connections", &[], pool.idle as u64);
         family(
             &mut out,
             "web_app_secret_version_info",
@@ -234,12 +198,7 @@ impl Metrics {
             "The secret version whose credentials new connections use.",
         );
         let version = lock(&self.secret_version).clone();
-        sample(
-            &mut out,
-            "web_app_secret_version_info",
-            &[("version_id", &version)],
-            1,
-        );
+        sample(&mut out, "web_app_secret_version_info", &[("version_id", &version)], 1);
         out
     }
 }
@@ -300,19 +259,13 @@ mod tests {
         m.set_secret_version("v-1");
         let text = m.render(PoolGauges { size: 4, idle: 3 });
 
-        assert!(text.contains(
-            "web_app_http_requests_total{method=\"GET\",route=\"/notes/{id}\",status=\"200\"} 2\n"
-        ));
-        assert!(text.contains(
-            "web_app_http_requests_total{method=\"POST\",route=\"/notes\",status=\"500\"} 1\n"
-        ));
+        assert!(text.contains("web_app_http_requests_total{method=\"GET\",route=\"/notes/{id}\",status=\"200\"} 2\n"));
+        assert!(text.contains("web_app_http_requests_total{method=\"POST\",route=\"/notes\",status=\"500\"} 1\n"));
         assert!(text.contains("web_app_db_errors_total{sqlstate=\"23505\"} 1\n"));
-        assert!(text.contains(
-            "web_app_credential_refreshes_total{trigger=\"auth_failure\",outcome=\"switched\"} 1\n"
-        ));
-        assert!(text.contains(
-            "web_app_secretsmanager_calls_total{operation=\"GetSecretValue\",outcome=\"error\"} 1\n"
-        ));
+        assert!(text.contains("web_app_credential_refreshes_total{trigger=\"auth_failure\",outcome=\"switched\"} 1\n"));
+        assert!(
+            text.contains("web_app_secretsmanager_calls_total{operation=\"GetSecretValue\",outcome=\"error\"} 1\n")
+        );
         assert!(text.contains("web_app_db_auth_failures_total 1\n"));
         assert!(text.contains("web_app_db_pool_connections 4\n"));
         assert!(text.contains("web_app_db_pool_idle_connections 3\n"));

@@ -35,10 +35,7 @@ pub async fn run(db: &Db) -> Result<usize, DbError> {
         if applied.contains(version) {
             continue;
         }
-        sqlx::raw_sql(*sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db.query_error(e))?;
+        sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(|e| db.query_error(e))?;
         sqlx::query("INSERT INTO web_app_migrations (version, description) VALUES ($1, $2)")
             .bind(version)
             .bind(description)

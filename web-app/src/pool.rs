@@ -73,9 +73,7 @@ pub fn build_pool(config: &Config, initial: &DbSecret, tls: &TlsPolicy) -> PgPoo
         .test_before_acquire(false)
         .after_release(move |_conn, meta| {
             Box::pin(async move {
-                let created = Instant::now()
-                    .saturating_duration_since(epoch)
-                    .saturating_sub(meta.age);
+                let created = Instant::now().saturating_duration_since(epoch).saturating_sub(meta.age);
                 let created_ms = u64::try_from(created.as_millis()).unwrap_or(u64::MAX);
                 Ok(meta.age < jittered_lifetime(max, spread, created_ms))
             })
@@ -110,15 +108,10 @@ async fn verify_login(secret: &DbSecret, tls: &TlsPolicy) -> Result<(), VerifyEr
     tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "verified a login");
     match outcome {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) if is_auth_failure(&e) => Err(VerifyError::Rejected {
-            sqlstate: error_class(&e),
-        }),
-        Ok(Err(e)) => Err(VerifyError::Unreachable(format!(
-            "{}:{} ({}): {e}",
-            secret.host,
-            secret.port,
-            error_class(&e)
-        ))),
+        Ok(Err(e)) if is_auth_failure(&e) => Err(VerifyError::Rejected { sqlstate: error_class(&e) }),
+        Ok(Err(e)) => {
+            Err(VerifyError::Unreachable(format!("{}:{} ({}): {e}", secret.host, secret.port, error_class(&e))))
+        }
         Err(_) => Err(VerifyError::Unreachable(format!(
             "{}:{}: no answer within {VERIFY_TIMEOUT:?}",
             secret.host, secret.port
@@ -173,12 +166,7 @@ const MAX_LOGIN_RETRIES: u32 = 6;
 
 impl Db {
     pub fn new(pool: PgPool, credentials: Arc<dyn Recover>, metrics: Arc<Metrics>) -> Self {
-        Self {
-            pool,
-            credentials,
-            metrics,
-            refused: Arc::new(AtomicU64::new(u64::MAX)),
-        }
+        Self { pool, credentials, metrics, refused: Arc::new(AtomicU64::new(u64::MAX)) }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -190,10 +178,7 @@ impl Db {
     }
 
     pub fn gauges(&self) -> PoolGauges {
-        PoolGauges {
-            size: self.pool.size(),
-            idle: self.pool.num_idle(),
-        }
+        PoolGauges { size: self.pool.size(), idle: self.pool.num_idle() }
     }
 
     /// Records a query error in the metrics and wraps it.
@@ -237,7 +222,11 @@ impl Db {
                     // blaming the new one would stall every request on a refresh it does
                     // not need. Just try again; a refusal of the new login comes back here.
                     if self.credentials.generation() != generation {
-                        tracing::info!(generation, retries, "connection refused under a login that has since been replaced; retrying");
+                        tracing::info!(
+                            generation,
+                            retries,
+                            "connection refused under a login that has since been replaced; retrying"
+                        );
                         continue;
                     }
                     self.refused.store(generation, Ordering::Release);

@@ -50,10 +50,7 @@ impl Stages {
 
     /// The version that carries `stage`, if any.
     pub fn version_with(&self, stage: Stage) -> Option<&str> {
-        self.versions
-            .iter()
-            .find(|(_, stages)| stages.iter().any(|s| s == stage.label()))
-            .map(|(id, _)| id.as_str())
+        self.versions.iter().find(|(_, stages)| stages.iter().any(|s| s == stage.label())).map(|(id, _)| id.as_str())
     }
 
     pub fn contains_version(&self, version_id: &str) -> bool {
@@ -73,34 +70,17 @@ pub enum SourceError {
     #[error("secret {secret_id} not found (ResourceNotFoundException)")]
     NotFound { secret_id: String },
     #[error("access denied calling {operation} on secret {secret_id}; the role needs secretsmanager:{operation} on it")]
-    AccessDenied {
-        operation: &'static str,
-        secret_id: String,
-    },
+    AccessDenied { operation: &'static str, secret_id: String },
     #[error("Secrets Manager throttled {operation}")]
     Throttled { operation: &'static str },
     #[error("Secrets Manager unreachable during {operation}: {detail}")]
-    Unavailable {
-        operation: &'static str,
-        detail: String,
-    },
+    Unavailable { operation: &'static str, detail: String },
     #[error("secret {secret_id} has no version labelled {stage}")]
-    NoSuchStage {
-        secret_id: String,
-        stage: &'static str,
-    },
+    NoSuchStage { secret_id: String, stage: &'static str },
     #[error("secret {secret_id} version {version_id}: {source}")]
-    Format {
-        secret_id: String,
-        version_id: String,
-        source: SecretFormatError,
-    },
+    Format { secret_id: String, version_id: String, source: SecretFormatError },
     #[error("{operation} on secret {secret_id} failed: {code}")]
-    Other {
-        operation: &'static str,
-        secret_id: String,
-        code: String,
-    },
+    Other { operation: &'static str, secret_id: String, code: String },
 }
 
 impl SourceError {
@@ -128,11 +108,7 @@ pub struct AwsSecretSource {
 
 impl AwsSecretSource {
     pub fn new(client: Client, secret_id: String, metrics: Arc<Metrics>) -> Self {
-        Self {
-            client,
-            secret_id,
-            metrics,
-        }
+        Self { client, secret_id, metrics }
     }
 
     fn map_err<E, R>(&self, operation: &'static str, err: SdkError<E, R>) -> SourceError
@@ -145,32 +121,24 @@ impl AwsSecretSource {
             SdkError::ServiceError(service) => {
                 let code = service.err().code().unwrap_or_default();
                 match code {
-                    "ResourceNotFoundException" => SourceError::NotFound {
-                        secret_id: self.secret_id.clone(),
-                    },
-                    "AccessDeniedException" | "AccessDenied" => SourceError::AccessDenied {
-                        operation,
-                        secret_id: self.secret_id.clone(),
-                    },
+                    "ResourceNotFoundException" => SourceError::NotFound { secret_id: self.secret_id.clone() },
+                    "AccessDeniedException" | "AccessDenied" => {
+                        SourceError::AccessDenied { operation, secret_id: self.secret_id.clone() }
+                    }
                     "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" => {
                         SourceError::Throttled { operation }
                     }
                     "InternalServiceError" | "InternalFailure" | "ServiceUnavailable" => {
-                        SourceError::Unavailable {
-                            operation,
-                            detail: code.to_owned(),
-                        }
+                        SourceError::Unavailable { operation, detail: code.to_owned() }
                     }
                     // moto answers an IAM denial as a bare 403 without an error code.
-                    _ if status == Some(403) => SourceError::AccessDenied {
-                        operation,
-                        secret_id: self.secret_id.clone(),
-                    },
+                    _ if status == Some(403) => {
+                        SourceError::AccessDenied { operation, secret_id: self.secret_id.clone() }
+                    }
                     _ if status == Some(429) => SourceError::Throttled { operation },
-                    _ if status.is_some_and(|s| s >= 500) => SourceError::Unavailable {
-                        operation,
-                        detail: format!("HTTP {}", status.unwrap_or_default()),
-                    },
+                    _ if status.is_some_and(|s| s >= 500) => {
+                        SourceError::Unavailable { operation, detail: format!("HTTP {}", status.unwrap_or_default()) }
+                    }
                     _ => SourceError::Other {
                         operation,
                         secret_id: self.secret_id.clone(),
@@ -183,16 +151,9 @@ impl AwsSecretSource {
                 }
             }
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-                SourceError::Unavailable {
-                    operation,
-                    detail: error_chain(&err),
-                }
+                SourceError::Unavailable { operation, detail: error_chain(&err) }
             }
-            _ => SourceError::Other {
-                operation,
-                secret_id: self.secret_id.clone(),
-                code: error_chain(&err),
-            },
+            _ => SourceError::Other { operation, secret_id: self.secret_id.clone(), code: error_chain(&err) },
         }
     }
 }
@@ -226,12 +187,7 @@ impl SecretSource for AwsSecretSource {
     #[tracing::instrument(skip_all, fields(secret_id = %self.secret_id))]
     async fn describe(&self) -> Result<Stages, SourceError> {
         const OP: &str = "DescribeSecret";
-        let result = self
-            .client
-            .describe_secret()
-            .secret_id(&self.secret_id)
-            .send()
-            .await;
+        let result = self.client.describe_secret().secret_id(&self.secret_id).send().await;
         self.metrics.record_secretsmanager_call(OP, result.is_ok());
         let out = result.map_err(|e| self.map_err(OP, e))?;
         Ok(Stages::new(out.version_ids_to_stages().cloned().unwrap_or_default()))
@@ -240,13 +196,8 @@ impl SecretSource for AwsSecretSource {
     #[tracing::instrument(skip_all, fields(secret_id = %self.secret_id, stage = stage.label()))]
     async fn get(&self, stage: Stage) -> Result<SecretVersion, SourceError> {
         const OP: &str = "GetSecretValue";
-        let result = self
-            .client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .version_stage(stage.label())
-            .send()
-            .await;
+        let result =
+            self.client.get_secret_value().secret_id(&self.secret_id).version_stage(stage.label()).send().await;
         self.metrics.record_secretsmanager_call(OP, result.is_ok());
         let out = match result {
             Ok(out) => out,
@@ -254,28 +205,17 @@ impl SecretSource for AwsSecretSource {
                 let err = self.map_err(OP, e);
                 // Asking for a stage nobody carries is answered with ResourceNotFound.
                 if matches!(err, SourceError::NotFound { .. }) && stage != Stage::Current {
-                    return Err(SourceError::NoSuchStage {
-                        secret_id: self.secret_id.clone(),
-                        stage: stage.label(),
-                    });
+                    return Err(SourceError::NoSuchStage { secret_id: self.secret_id.clone(), stage: stage.label() });
                 }
                 return Err(err);
             }
         };
         let version_id = out.version_id().unwrap_or_default().to_owned();
-        let format_err = |source| SourceError::Format {
-            secret_id: self.secret_id.clone(),
-            version_id: version_id.clone(),
-            source,
-        };
-        let text = out
-            .secret_string()
-            .ok_or_else(|| format_err(SecretFormatError::NoSecretString))?;
+        let format_err =
+            |source| SourceError::Format { secret_id: self.secret_id.clone(), version_id: version_id.clone(), source };
+        let text = out.secret_string().ok_or_else(|| format_err(SecretFormatError::NoSecretString))?;
         let secret = DbSecret::parse(text).map_err(format_err)?;
-        Ok(SecretVersion {
-            version_id,
-            secret: Arc::new(secret),
-        })
+        Ok(SecretVersion { version_id, secret: Arc::new(secret) })
     }
 
     fn secret_id(&self) -> &str {

@@ -78,9 +78,7 @@ impl SecretSource for Arc<FakeSm> {
             return Err(FakeSm::down());
         }
         let v = self.versions.lock().unwrap();
-        Ok(Stages::new(
-            v.iter().map(|(k, (s, _))| (k.clone(), s.iter().map(|x| (*x).to_owned()).collect())).collect(),
-        ))
+        Ok(Stages::new(v.iter().map(|(k, (s, _))| (k.clone(), s.iter().map(|x| (*x).to_owned()).collect())).collect()))
     }
     async fn get(&self, stage: Stage) -> Result<SecretVersion, SourceError> {
         self.gets.fetch_add(1, Ordering::SeqCst);
@@ -150,7 +148,14 @@ async fn started() -> (Arc<FakeSm>, Arc<FakeDb>, Arc<Creds>) {
     db.set_password("app", "pw1");
     let (initial, seen) = initial_login(&sm, &db).await.unwrap();
     db.switch_to(&initial.secret);
-    let creds = Arc::new(Credentials::new(sm.clone(), db.clone(), Arc::new(Metrics::new()), initial, seen, Duration::from_secs(60)));
+    let creds = Arc::new(Credentials::new(
+        sm.clone(),
+        db.clone(),
+        Arc::new(Metrics::new()),
+        initial,
+        seen,
+        Duration::from_secs(60),
+    ));
     sm.describes.store(0, Ordering::SeqCst);
     sm.gets.store(0, Ordering::SeqCst);
     (sm, db, creds)

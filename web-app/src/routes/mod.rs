@@ -52,7 +52,8 @@ async fn observe(State(state): State<AppState>, matched: Option<MatchedPath>, re
         Ok(r) => r,
         Err(_) => {
             tracing::warn!(%route, %method, timeout_ms = state.request_timeout.as_millis() as u64, "request timed out");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"error": "request timed out"}))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"error": "request timed out"})))
+                .into_response()
         }
     };
     let status = response.status().as_u16();

@@ -40,7 +40,10 @@ impl From<Row> for Note {
     }
 }
 
-pub async fn create(State(state): State<AppState>, Json(new): Json<NewNote>) -> Result<(StatusCode, Json<Note>), ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Json(new): Json<NewNote>,
+) -> Result<(StatusCode, Json<Note>), ApiError> {
     let len = new.body.chars().count();
     if len == 0 || len > 10_000 {
         return Err(ApiError::BadRequest("body must be 1 to 10000 characters"));
@@ -54,7 +57,10 @@ pub async fn create(State(state): State<AppState>, Json(new): Json<NewNote>) -> 
     Ok((StatusCode::CREATED, Json(note.into())))
 }
 
-pub async fn list(State(state): State<AppState>, Query(params): Query<ListParams>) -> Result<Json<Vec<Note>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Vec<Note>>, ApiError> {
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be 1 to 500"));
