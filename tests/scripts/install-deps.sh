@@ -27,6 +27,9 @@ id postgres >/dev/null 2>&1 || as_root useradd --system --home /var/lib/postgres
 if ! command -v moto_server >/dev/null || ! python3 -c 'import moto, flask' 2>/dev/null; then
   echo "install-deps: pip install moto[server]==$MOTO_VERSION"
   python3 -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  # pyenv only finds a new console script after a rehash.
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+  command -v moto_server >/dev/null || { echo "install-deps: moto_server is not on PATH after pip install" >&2; exit 1; }
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
