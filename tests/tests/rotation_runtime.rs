@@ -105,3 +105,32 @@ async fn rotation_token_and_unknown_event_fields_are_accepted_and_never_logged()
     assert_eq!(env.version_with(&arn, "AWSCURRENT").await.as_deref(), Some(token.as_str()));
     env.assert_no_leaks().await;
 }
+
+#[tokio::test]
+async fn every_step_logs_one_json_line_with_step_secret_token_outcome_and_duration() {
+    let mut env = TestEnv::start().await;
+    let arn = env.create_user_and_secret("app-logs", "app", OLD).await;
+    let token = env.rotate(&arn).await.expect("rotation");
+    let broken = env.create_raw_secret("app-logs-broken", "{}").await;
+    let failure = env.rotate(&broken).await.expect_err("invalid secret");
+
+    let lines: Vec<serde_json::Value> =
+        env.function_output().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let summary = |message: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["fields"]["message"] == message).collect()
+    };
+    let succeeded = summary("step succeeded");
+    assert_eq!(succeeded.len(), 4, "one line per step: {succeeded:?}");
+    for (line, step) in succeeded.iter().zip(STEPS) {
+        let text = line.to_string();
+        assert!(text.contains(step) && text.contains(&arn) && text.contains(&token), "{text}");
+        assert!(line["fields"]["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{text}");
+        assert_eq!(line["level"], "INFO");
+    }
+    let failed = summary("step failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["level"], "ERROR");
+    assert_eq!(failed[0]["fields"]["kind"], failure.error.error_type);
+    assert_eq!(failed[0]["fields"]["transient"], false);
+    env.assert_no_leaks().await;
+}
