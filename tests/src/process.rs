@@ -1,10 +1,32 @@
 //! Child processes whose output a test reads: everything they print to stdout
 //! and stderr, collected as it comes.
 
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncReadExt;
-use tokio::process::Child;
+use tokio::process::{Child, Command};
+
+/// Starts `path` with exactly `vars` (plus `PATH`), stdin closed, killed when
+/// dropped, and returns it with its captured output.
+pub fn spawn_captured<'a>(
+    path: &Path,
+    vars: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> (Child, Arc<Mutex<String>>) {
+    let mut child = Command::new(path)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+    let output = capture_output(&mut child);
+    (child, output)
+}
 
 /// Takes `child`'s piped stdout and stderr and appends both, as they arrive,
 /// to the returned buffer.

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -217,18 +216,7 @@ impl Drop for WebApp {
 
 fn spawn_process(vars: &[(String, String)]) -> (Child, Arc<Mutex<String>>) {
     let path = web_app_path();
-    let mut child = Command::new(&path)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
-    let output = crate::process::capture_output(&mut child);
-    (child, output)
+    crate::process::spawn_captured(&path, vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// The app's `/metrics`, parsed: `name{labels}` → value.
