@@ -45,8 +45,7 @@ fn ms(d: Duration) -> f64 {
 /// One rotation, step by step, as Secrets Manager runs it. Also counts the
 /// Secrets Manager calls and database connections made during the steps.
 async fn timed_rotation(env: &mut TestEnv, arn: &str) -> ([Duration; 4], usize, usize) {
-    let token = uuid::Uuid::new_v4().to_string();
-    env.start_rotation(arn, &token).await.unwrap();
+    let token = env.begin_rotation(arn).await;
     let mut times = [Duration::ZERO; 4];
     let (mut calls, mut connections) = (0, 0);
     for (i, step) in STEPS.iter().enumerate() {

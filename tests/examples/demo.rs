@@ -44,8 +44,7 @@ async fn run_steps(env: &mut TestEnv, arn: &str, token: &str, steps: &[&str]) ->
 }
 
 async fn rotate_verbosely(env: &mut TestEnv, arn: &str) -> String {
-    let token = uuid::Uuid::new_v4().to_string();
-    env.start_rotation(arn, &token).await.unwrap();
+    let token = env.begin_rotation(arn).await;
     let started = Instant::now();
     let parts = run_steps(env, arn, &token, &STEPS).await;
     env.drop_pending(arn, &token).await;
@@ -106,8 +105,7 @@ async fn main() {
     }
 
     println!("\n==> the dangerous window: the database has the new password, AWSCURRENT does not");
-    let token = uuid::Uuid::new_v4().to_string();
-    env.start_rotation(&arn, &token).await.unwrap();
+    let token = env.begin_rotation(&arn).await;
     println!("    {}", run_steps(&mut env, &arn, &token, &["createSecret", "setSecret"]).await.join(", "));
     let before = load.requests.load(std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(5)).await;

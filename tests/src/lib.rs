@@ -201,6 +201,14 @@ impl TestEnv {
         Ok(())
     }
 
+    /// Starts a rotation with a fresh token and returns the token; panics if
+    /// Secrets Manager would refuse it.
+    pub async fn begin_rotation(&self, secret: &str) -> String {
+        let token = uuid::Uuid::new_v4().to_string();
+        self.start_rotation(secret, &token).await.unwrap_or_else(|e| panic!("RotateSecret refused: {e}"));
+        token
+    }
+
     /// Invokes one step through the Runtime API.
     pub async fn step(&mut self, step: &str, secret: &str, token: &str) -> Result<Value, FunctionError> {
         let event = json!({ "Step": step, "SecretId": secret, "ClientRequestToken": token });

@@ -94,8 +94,7 @@ async fn a_username_too_long_for_its_clone_is_refused_before_anything_is_written
     let mut env = TestEnv::start().await;
     let user = "u".repeat(58); // 58 + "_clone" = 64 bytes, over PostgreSQL's 63
     let (arn, _) = setup(&mut env, "app-long", &user).await;
-    let token = uuid::Uuid::new_v4().to_string();
-    env.start_rotation(&arn, &token).await.expect("start");
+    let token = env.begin_rotation(&arn).await;
     let err = env.step("createSecret", &arn, &token).await.expect_err("refused");
     assert_eq!(err.error_type, "InvalidSecret");
     assert!(err.error_message.contains("63"), "{}", err.error_message);

@@ -6,13 +6,6 @@ use serde_json::{Value, json};
 
 const OLD: &str = "Initial-Passw0rd-for-app";
 
-/// Starts a rotation on `arn` and returns its token.
-async fn begin(env: &TestEnv, arn: &str) -> String {
-    let token = uuid::Uuid::new_v4().to_string();
-    env.start_rotation(arn, &token).await.expect("start");
-    token
-}
-
 #[tokio::test]
 async fn each_missing_or_malformed_key_is_named_and_nothing_is_written() {
     let mut env = TestEnv::start().await;
@@ -48,7 +41,7 @@ async fn each_missing_or_malformed_key_is_named_and_nothing_is_written() {
     let log_before = env.pg.server_log().len();
     for (name, secret_string, expected) in cases {
         let arn = env.create_raw_secret(name, &secret_string).await;
-        let token = begin(&env, &arn).await;
+        let token = env.begin_rotation(&arn).await;
         let err = env.step("createSecret", &arn, &token).await.expect_err(name);
         assert_eq!(err.error_type, "InvalidSecret", "{name}: {}", err.error_message);
         assert!(err.error_message.contains(expected), "{name}: {}", err.error_message);
@@ -93,7 +86,7 @@ async fn tokens_that_are_not_the_rotation_in_progress() {
 
     // Not a version of the secret at all.
     let stranger = uuid::Uuid::new_v4().to_string();
-    let pending = begin(&env, &arn).await;
+    let pending = env.begin_rotation(&arn).await;
     let err = env.step("setSecret", &arn, &stranger).await.expect_err("unknown token");
     assert_eq!(err.error_type, "VersionStageMismatch");
     assert!(
@@ -149,7 +142,7 @@ async fn an_unreachable_database_is_reported_as_transient_and_nothing_changes() 
     let mut value = env.secret_json("app", OLD);
     value["port"] = json!(postgres::free_port()); // nobody listens there
     let arn = env.create_secret("app-unreachable", &value).await;
-    let token = begin(&env, &arn).await;
+    let token = env.begin_rotation(&arn).await;
 
     let failure = env.resume(&arn, &token).await.expect_err("no server");
     assert_eq!(failure.step, "setSecret");
@@ -192,7 +185,7 @@ async fn a_stale_current_password_falls_back_to_previous_and_neither_is_a_clear_
 async fn access_denied_by_iam_is_named_and_permanent() {
     let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-denied", "app", OLD).await;
-    let token = begin(&env, &arn).await;
+    let token = env.begin_rotation(&arn).await;
     env.assert_no_leaks().await; // before IAM locks the test out of reading versions
     env.moto.enforce_iam().await; // the function's dummy credentials have no policy
     let err = env.step("createSecret", &arn, &token).await.expect_err("denied");

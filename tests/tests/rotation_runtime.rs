@@ -47,8 +47,7 @@ async fn two_processes_running_the_same_steps_at_once_agree() {
     let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-race", "app", OLD).await;
     let mut other = Function::spawn(&runtime_api::bootstrap_path(), &env.function_env()).await;
-    let token = uuid::Uuid::new_v4().to_string();
-    env.start_rotation(&arn, &token).await.expect("start");
+    let token = env.begin_rotation(&arn).await;
     for step in STEPS {
         let event = json!({ "Step": step, "SecretId": arn, "ClientRequestToken": token });
         let (mine, theirs) = tokio::join!(env.invoke(&event), other.invoke(&event));
@@ -88,8 +87,7 @@ async fn rotation_token_and_unknown_event_fields_are_accepted_and_never_logged()
     let mut env = TestEnv::start().await;
     env.restart_function(&[("RUST_LOG", "trace")]).await;
     let arn = env.create_user_and_secret("app-event", "app", OLD).await;
-    let token = uuid::Uuid::new_v4().to_string();
-    env.start_rotation(&arn, &token).await.expect("start");
+    let token = env.begin_rotation(&arn).await;
     let rotation_token = "Rotation-token-that-must-stay-private-1";
     let stray = "Stray-secret-in-an-unknown-field-2";
     env.remember(rotation_token);

@@ -52,8 +52,7 @@ async fn three_rotations_in_a_row_keep_previous_one_behind() {
 async fn every_step_run_twice_has_the_same_effect_as_once() {
     let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-twice", "app", OLD).await;
-    let token = uuid::Uuid::new_v4().to_string();
-    env.start_rotation(&arn, &token).await.expect("start");
+    let token = env.begin_rotation(&arn).await;
     let mut outcomes = Vec::new();
     for step in STEPS {
         for _ in 0..2 {
@@ -92,8 +91,7 @@ async fn a_crash_after_any_step_is_healed_by_retrying_with_the_same_token() {
     for crash_after in 1..=4 {
         let user = format!("crash{crash_after}");
         let arn = env.create_user_and_secret(&format!("app-crash-{crash_after}"), &user, OLD).await;
-        let token = uuid::Uuid::new_v4().to_string();
-        env.start_rotation(&arn, &token).await.expect("start");
+        let token = env.begin_rotation(&arn).await;
         for step in &STEPS[..crash_after] {
             env.step(step, &arn, &token).await.expect("step before the crash");
         }
@@ -115,8 +113,7 @@ async fn a_crash_after_any_step_is_healed_by_retrying_with_the_same_token() {
 async fn a_new_rotation_is_refused_while_one_is_unfinished() {
     let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-inflight", "app", OLD).await;
-    let first = uuid::Uuid::new_v4().to_string();
-    env.start_rotation(&arn, &first).await.expect("start");
+    let first = env.begin_rotation(&arn).await;
     env.step("createSecret", &arn, &first).await.expect("create");
     env.step("setSecret", &arn, &first).await.expect("set");
     // The database now has the pending password; AWSCURRENT does not.

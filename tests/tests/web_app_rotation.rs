@@ -152,8 +152,7 @@ async fn single_user_rotations_under_load_fail_no_request() {
     // A long pause between setSecret and finishSecret: the database already holds the
     // pending password, AWSCURRENT still names the old one. Every connection recycles
     // meanwhile; the app must find AWSPENDING.
-    let token = uuid::Uuid::new_v4().to_string();
-    run.env.start_rotation(&arn, &token).await.expect("start");
+    let token = run.env.begin_rotation(&arn).await;
     run.env.step("createSecret", &arn, &token).await.expect("createSecret");
     run.env.step("setSecret", &arn, &token).await.expect("setSecret");
     wait_for_version(&run.app, &token, "new connections use AWSPENDING before finishSecret").await;
@@ -167,8 +166,7 @@ async fn single_user_rotations_under_load_fail_no_request() {
     // A rotation that fails after setSecret (testSecret cannot verify the database's
     // certificate with the CA bundle it was given) and is finished much later, when
     // Secrets Manager retries it with the same token.
-    let token = uuid::Uuid::new_v4().to_string();
-    run.env.start_rotation(&arn, &token).await.expect("start");
+    let token = run.env.begin_rotation(&arn).await;
     run.env.step("createSecret", &arn, &token).await.expect("createSecret");
     run.env.step("setSecret", &arn, &token).await.expect("setSecret");
     run.env.restart_function(&[("DB_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")]).await;
