@@ -142,8 +142,7 @@ impl TestEnv {
 
     /// The value of the version carrying `stage`, if any.
     pub async fn value(&self, secret: &str, stage: &str) -> Option<Value> {
-        let out = self.sm.get_secret_value().secret_id(secret).version_stage(stage).send().await.ok()?;
-        serde_json::from_str(out.secret_string()?).ok()
+        serde_json::from_str(&self.raw_value(secret, stage).await?).ok()
     }
 
     /// The SecretString of the version carrying `stage`, unparsed.
