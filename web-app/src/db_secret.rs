@@ -35,7 +35,7 @@ pub enum SecretFormatError {
     MissingKey(&'static str),
     #[error("the secret's `{key}` key {problem}")]
     BadValue { key: &'static str, problem: &'static str },
-    #[error("the secret's engine is not postgres")]
+    #[error("the secret's engine is not postgres or aurora-postgresql")]
     WrongEngine,
     #[error("the secret has no SecretString (binary secrets are not supported)")]
     NoSecretString,
@@ -67,7 +67,8 @@ impl DbSecret {
         let required = |key: &'static str| string(key)?.ok_or(SecretFormatError::MissingKey(key));
 
         let engine = required("engine")?;
-        if !matches!(engine.as_str(), "postgres" | "postgresql") {
+        // Every engine the rotation function rotates (RDS and Aurora PostgreSQL).
+        if !matches!(engine.as_str(), "postgres" | "postgresql" | "aurora-postgresql") {
             return Err(SecretFormatError::WrongEngine);
         }
         let port = match map.get("port") {
@@ -166,6 +167,14 @@ mod tests {
         let s =
             DbSecret::parse(r#"{"engine":"postgres","host":"h","port":"5433","username":"u","password":"p"}"#).unwrap();
         assert_eq!(s.port, 5433);
+    }
+
+    #[test]
+    fn aurora_secrets_are_postgres_too() {
+        let s = DbSecret::parse(r#"{"engine":"aurora-postgresql","host":"h","username":"u","password":"p"}"#).unwrap();
+        assert_eq!(s.engine, "aurora-postgresql");
+        let mysql = DbSecret::parse(r#"{"engine":"mysql","host":"h","username":"u","password":"p"}"#);
+        assert_eq!(mysql.err(), Some(SecretFormatError::WrongEngine));
     }
 
     #[test]
