@@ -1,35 +1,40 @@
 //! The function's configuration: environment variables, read and validated
-//! once at start. Secrets are never configuration.
+//! once at start. Secrets are never configuration; the strategy and the TLS
+//! floor are, because whoever can write a secret must not be able to choose
+//! them.
 
-use std::path::PathBuf;
+use db_secret::{TlsFloor, TlsSettingError, Trust, TrustError};
 
 use crate::password::{DEFAULT_EXCLUDE, DEFAULT_LENGTH, PasswordPolicy, PolicyError};
-use crate::strategy::StrategyKind;
+use crate::strategy::Strategy;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `ROTATION_STRATEGY`; when unset, a secret with `masterarn` rotates
-    /// alternating users and one without rotates a single user.
-    pub strategy: Option<StrategyKind>,
+    /// `ROTATION_STRATEGY`, required.
+    pub strategy: Strategy,
     /// `PASSWORD_LENGTH`, `EXCLUDE_CHARACTERS`.
     pub password: PasswordPolicy,
-    /// `DB_CA_BUNDLE`: PEM file of CAs trusted for the database's certificate,
-    /// in addition to the platform's roots.
-    pub ca_bundle: Option<PathBuf>,
-    /// `DB_TLS=disable`: plain text to every database. Local development only.
-    pub tls_disabled: bool,
+    /// `DB_TLS`: verified TLS unless the operator allows plain text.
+    pub tls: TlsFloor,
+    /// The platform's roots plus `DB_CA_BUNDLE`, if set.
+    pub trust: Trust,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("ROTATION_STRATEGY must be `single-user` or `alternating-users`")]
+    #[error(
+        "ROTATION_STRATEGY must be set to `single-user` or `alternating-users`: the operator chooses the strategy, \
+         the secret's contents never do"
+    )]
     Strategy,
     #[error(transparent)]
     Password(#[from] PolicyError),
-    #[error("DB_CA_BUNDLE {0} is not a readable PEM file")]
-    CaBundle(String),
-    #[error("DB_TLS must be `verify-full` or `disable`")]
-    Tls,
+    #[error("DB_CA_BUNDLE {0} is not readable")]
+    CaBundleUnreadable(String),
+    #[error("DB_CA_BUNDLE {0}")]
+    CaBundle(#[from] TrustError),
+    #[error(transparent)]
+    Tls(#[from] TlsSettingError),
 }
 
 impl Config {
@@ -40,10 +45,9 @@ impl Config {
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let set = |key: &str| var(key).filter(|v| !v.trim().is_empty());
         let strategy = match set("ROTATION_STRATEGY").as_deref().map(str::trim) {
-            None => None,
-            Some("single-user") => Some(StrategyKind::SingleUser),
-            Some("alternating-users") => Some(StrategyKind::AlternatingUsers),
-            Some(_) => return Err(ConfigError::Strategy),
+            Some("single-user") => Strategy::SingleUser,
+            Some("alternating-users") => Strategy::AlternatingUsers,
+            _ => return Err(ConfigError::Strategy),
         };
         let length = match set("PASSWORD_LENGTH") {
             None => DEFAULT_LENGTH,
@@ -52,22 +56,15 @@ impl Config {
         // An empty EXCLUDE_CHARACTERS means "exclude nothing", so read it raw.
         let exclude = var("EXCLUDE_CHARACTERS").unwrap_or_else(|| DEFAULT_EXCLUDE.to_owned());
         let password = PasswordPolicy::new(length, &exclude)?;
-        let ca_bundle = match set("DB_CA_BUNDLE") {
-            None => None,
+        let tls = TlsFloor::from_setting("DB_TLS", set("DB_TLS").as_deref())?;
+        let trust = match set("DB_CA_BUNDLE") {
+            None => Trust::platform(),
             Some(path) => {
-                let pem = std::fs::read_to_string(&path).map_err(|_| ConfigError::CaBundle(path.clone()))?;
-                if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(ConfigError::CaBundle(path));
-                }
-                Some(PathBuf::from(path))
+                let pem = std::fs::read(&path).map_err(|_| ConfigError::CaBundleUnreadable(path.clone()))?;
+                Trust::with_bundle(&path, &pem)?
             }
         };
-        let tls_disabled = match set("DB_TLS").as_deref().map(str::trim) {
-            None | Some("verify-full") => false,
-            Some("disable") => true,
-            Some(_) => return Err(ConfigError::Tls),
-        };
-        Ok(Self { strategy, password, ca_bundle, tls_disabled })
+        Ok(Self { strategy, password, tls, trust })
     }
 }
 
@@ -83,31 +80,47 @@ mod tests {
     }
 
     #[test]
+    fn the_strategy_is_required() {
+        assert_eq!(config(&[]).err(), Some(ConfigError::Strategy));
+        assert_eq!(config(&[("ROTATION_STRATEGY", "multi")]).err(), Some(ConfigError::Strategy));
+        assert!(ConfigError::Strategy.to_string().contains("ROTATION_STRATEGY"));
+    }
+
+    #[test]
     fn defaults() {
-        let c = config(&[]).expect("valid");
-        assert_eq!(c.strategy, None);
+        let c = config(&[("ROTATION_STRATEGY", "single-user")]).expect("valid");
+        assert_eq!(c.strategy, Strategy::SingleUser);
         assert_eq!(c.password, PasswordPolicy::default());
-        assert_eq!(c.ca_bundle, None);
-        assert!(!c.tls_disabled);
+        assert_eq!(c.tls, TlsFloor::verify_full("DB_TLS"));
     }
 
     #[test]
     fn explicit_values() {
-        let c = config(&[("ROTATION_STRATEGY", "alternating-users"), ("PASSWORD_LENGTH", "48"), ("DB_TLS", "disable")])
-            .expect("valid");
-        assert_eq!(c.strategy, Some(StrategyKind::AlternatingUsers));
+        let c = config(&[
+            ("ROTATION_STRATEGY", "alternating-users"),
+            ("PASSWORD_LENGTH", "48"),
+            ("DB_TLS", "allow-plaintext"),
+        ])
+        .expect("valid");
+        assert_eq!(c.strategy, Strategy::AlternatingUsers);
         assert_eq!(c.password.length(), 48);
-        assert!(c.tls_disabled);
+        assert_eq!(c.tls.to_string(), "DB_TLS=allow-plaintext");
     }
 
     #[test]
     fn invalid_values_are_named() {
-        assert_eq!(config(&[("ROTATION_STRATEGY", "multi")]).err(), Some(ConfigError::Strategy));
-        assert_eq!(config(&[("PASSWORD_LENGTH", "abc")]).err(), Some(ConfigError::Password(PolicyError::Length)));
-        assert_eq!(config(&[("DB_TLS", "prefer")]).err(), Some(ConfigError::Tls));
+        let single = ("ROTATION_STRATEGY", "single-user");
         assert_eq!(
-            config(&[("DB_CA_BUNDLE", "/nonexistent/ca.pem")]).err(),
-            Some(ConfigError::CaBundle("/nonexistent/ca.pem".into()))
+            config(&[single, ("PASSWORD_LENGTH", "abc")]).err(),
+            Some(ConfigError::Password(PolicyError::Length))
+        );
+        assert_eq!(
+            config(&[single, ("DB_TLS", "prefer")]).err(),
+            Some(ConfigError::Tls(TlsSettingError { setting: "DB_TLS" }))
+        );
+        assert_eq!(
+            config(&[single, ("DB_CA_BUNDLE", "/nonexistent/ca.pem")]).err(),
+            Some(ConfigError::CaBundleUnreadable("/nonexistent/ca.pem".into()))
         );
     }
 }

@@ -5,9 +5,11 @@
 
 use std::fmt;
 
+pub use db_secret::DbFailure;
+use db_secret::SecretError;
+
 use crate::deadline::TimedOut;
 use crate::event::EventError;
-use crate::secret::SecretError;
 use crate::stages::StageError;
 
 /// Which secret version's credentials were in use.
@@ -18,6 +20,8 @@ pub enum Credential {
     Previous,
     /// The AWSCURRENT version of the secret named by `masterarn`.
     Master,
+    /// A version without a label, left by an abandoned rotation.
+    Unlabelled,
 }
 
 impl fmt::Display for Credential {
@@ -27,44 +31,8 @@ impl fmt::Display for Credential {
             Credential::Current => "AWSCURRENT",
             Credential::Previous => "AWSPREVIOUS",
             Credential::Master => "master (masterarn AWSCURRENT)",
+            Credential::Unlabelled => "unlabelled",
         })
-    }
-}
-
-/// Why a database operation failed, classified for the operator.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DbFailure {
-    #[error("authentication failed (SQLSTATE {0})")]
-    Auth(String),
-    #[error("server error SQLSTATE {sqlstate}: {message}")]
-    Server { sqlstate: String, message: String },
-    #[error("TLS failure: {0}")]
-    Tls(String),
-    #[error("cannot reach the server: {0}")]
-    Unreachable(String),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl DbFailure {
-    pub fn is_auth(&self) -> bool {
-        matches!(self, DbFailure::Auth(_))
-    }
-
-    /// Whether the same call could succeed later without anyone changing
-    /// anything: network trouble, a server starting up or overloaded.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DbFailure::Unreachable(_) => true,
-            // 08: connection exception, 53: insufficient resources,
-            // 57P01-03: shutdown / cannot connect now, 40001/40P01: retryable.
-            DbFailure::Server { sqlstate, .. } => {
-                sqlstate.starts_with("08")
-                    || sqlstate.starts_with("53")
-                    || matches!(sqlstate.as_str(), "57P01" | "57P02" | "57P03" | "40001" | "40P01")
-            }
-            DbFailure::Auth(_) | DbFailure::Tls(_) | DbFailure::Other(_) => false,
-        }
     }
 }
 
@@ -88,15 +56,27 @@ pub enum RotationError {
     InvalidSecret { arn: String, credential: Credential, version: String, source: SecretError },
     #[error("secret {arn} has no {credential} version{hint}")]
     MissingVersion { arn: String, credential: Credential, hint: &'static str },
+    #[error("secret {arn}, {credential} version {version}: {detail}")]
+    Refused { arn: String, credential: Credential, version: String, detail: String },
     #[error("secret {arn}: {detail}")]
     Inconsistent { arn: String, detail: String },
+    #[error(
+        "secret {arn}: AWSCURRENT moved from version {expected} to {found} while finishSecret ran \
+         (another rotation or an operator); the retry re-reads the stages"
+    )]
+    CurrentMoved { arn: String, expected: String, found: String },
+    #[error(
+        "AWSCURRENT user {user:?} on {host}:{port} does not log in ({failure}); the master secret is only used on \
+         behalf of a login that works, so nothing was changed"
+    )]
+    UnverifiedCurrent { user: String, host: String, port: u16, failure: DbFailure },
     #[error("{credential} user {user:?} on {host}:{port}: {failure}")]
     Database { credential: Credential, user: String, host: String, port: u16, failure: DbFailure },
     #[error(
         "no stored credential can log in as {user:?} on {host}:{port} to set the new password: \
-         AWSCURRENT: {current}; AWSPREVIOUS: {previous}"
+         AWSCURRENT: {current}; {others}"
     )]
-    NoWorkingLogin { user: String, host: String, port: u16, current: DbFailure, previous: String },
+    NoWorkingLogin { user: String, host: String, port: u16, current: DbFailure, others: String },
     #[error(transparent)]
     Aws(#[from] AwsFailure),
     #[error(transparent)]
@@ -110,6 +90,8 @@ impl RotationError {
         match self {
             RotationError::Database { failure, .. } => failure.is_transient(),
             RotationError::NoWorkingLogin { current, .. } => current.is_transient(),
+            RotationError::UnverifiedCurrent { failure, .. } => failure.is_transient(),
+            RotationError::CurrentMoved { .. } => true,
             RotationError::Aws(aws) => aws.transient,
             RotationError::Timeout(_) => true,
             _ => false,
@@ -121,13 +103,16 @@ impl RotationError {
         match self {
             RotationError::Event(_) => "InvalidEvent",
             RotationError::Stage { source: StageError::RotationDisabled, .. } => "RotationDisabled",
-            RotationError::Stage { .. } => "VersionStageMismatch",
-            RotationError::InvalidSecret { .. } => "InvalidSecret",
+            RotationError::Stage { .. } | RotationError::CurrentMoved { .. } => "VersionStageMismatch",
+            RotationError::InvalidSecret { .. } | RotationError::Refused { .. } => "InvalidSecret",
             RotationError::MissingVersion { .. } => "MissingSecretVersion",
             RotationError::Inconsistent { .. } => "InconsistentSecret",
-            RotationError::Database { failure: DbFailure::Auth(_), .. } | RotationError::NoWorkingLogin { .. } => {
-                "DatabaseAuthenticationFailed"
-            }
+            RotationError::Database { failure: DbFailure::Auth(_), .. }
+            | RotationError::NoWorkingLogin { .. }
+            | RotationError::UnverifiedCurrent { failure: DbFailure::Auth(_), .. } => "DatabaseAuthenticationFailed",
+            RotationError::UnverifiedCurrent { failure: DbFailure::Tls(_), .. } => "DatabaseTlsFailed",
+            RotationError::UnverifiedCurrent { failure: DbFailure::Unreachable(_), .. } => "DatabaseUnreachable",
+            RotationError::UnverifiedCurrent { .. } => "DatabaseError",
             RotationError::Database { failure: DbFailure::Tls(_), .. } => "DatabaseTlsFailed",
             RotationError::Database { failure: DbFailure::Unreachable(_), .. } => "DatabaseUnreachable",
             RotationError::Database { .. } => "DatabaseError",

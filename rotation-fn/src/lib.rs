@@ -24,19 +24,24 @@
 //!
 //! Before any step, the guard in [`stages`] checks that rotation is enabled
 //! and `T` is AWSPENDING; if `T` is already AWSCURRENT the step does nothing.
+//! The guard's DescribeSecret is made on every step; version *values* may come
+//! from this process's cache (see [`store`]), because a value never changes
+//! under its VersionId.
 //!
 //! The database never holds a password that no version of the secret holds:
 //! setSecret only ever sets the value createSecret stored in `T` beforehand.
+//! The operator's configuration, not the secret, decides the strategy
+//! ([`strategy`]) and whether plain text is allowed ([`config`]).
 
+pub mod aws;
 pub mod config;
 pub mod db;
 pub mod deadline;
 pub mod error;
 pub mod event;
-pub mod nodelay;
+pub mod fault;
 pub mod password;
 pub mod scram;
-pub mod secret;
 pub mod sql;
 pub mod stages;
 pub mod steps;
@@ -48,14 +53,17 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use tracing::{Instrument as _, error, info, info_span};
 
+use std::sync::Arc;
+
+use db_secret::Connector;
+
 use crate::config::Config;
-use crate::db::Connector;
 use crate::deadline::Deadline;
 use crate::error::RotationError;
 use crate::event::{RotationEvent, Step};
 use crate::stages::Verdict;
 use crate::steps::{Outcome, StepContext};
-use crate::store::SecretStore;
+use crate::store::{SecretStore, SecretsApi};
 
 /// The function: clients built once at start, shared by every invocation.
 #[derive(Debug)]
@@ -66,14 +74,21 @@ pub struct Rotator {
 }
 
 impl Rotator {
-    pub fn new(client: aws_sdk_secretsmanager::Client, config: Config) -> Self {
-        Self { store: SecretStore::new(client), connector: Connector::new(&config), config }
+    pub fn new(api: Arc<dyn SecretsApi>, config: Config) -> Self {
+        let connector = Connector::new(config.tls, config.trust.clone(), "rotation-fn");
+        Self { store: SecretStore::new(api), connector, config }
     }
 
     /// Handles one invocation. The result names the step and what it did.
     pub async fn handle(&self, payload: &Value, deadline: Deadline) -> Result<Value, RotationError> {
         let event = RotationEvent::parse(payload).inspect_err(|e| error!(error = %e, "invalid event"))?;
-        let span = info_span!("rotation", step = %event.step, secret = %event.secret_id, token = %event.token);
+        let span = info_span!(
+            "rotation",
+            step = %event.step,
+            secret = %event.secret_id,
+            token = %event.token,
+            strategy = self.config.strategy.as_str()
+        );
         async {
             let started = Instant::now();
             let result = self.run_step(&event, deadline).await;
@@ -99,14 +114,14 @@ impl Rotator {
         let current_version = match state.check(&event.token) {
             Ok(Verdict::AlreadyCurrent) => return Ok(Outcome::AlreadyCurrent),
             Ok(Verdict::Proceed { current }) => current,
-            Err(source) => return Err(RotationError::Stage { arn: state.arn, source }),
+            Err(source) => return Err(RotationError::Stage { arn: state.arn.clone(), source }),
         };
         let ctx = StepContext {
             store: &self.store,
             connector: &self.connector,
             config: &self.config,
             event,
-            arn: state.arn,
+            state,
             current_version,
             deadline,
         };

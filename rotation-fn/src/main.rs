@@ -5,7 +5,10 @@
 
 use aws_smithy_http_client::{Builder, tls};
 use lambda_runtime::{LambdaEvent, service_fn};
+use std::sync::Arc;
+
 use rotation_fn::Rotator;
+use rotation_fn::aws::AwsSecrets;
 use rotation_fn::config::Config;
 use rotation_fn::deadline::Deadline;
 use serde_json::Value;
@@ -15,13 +18,14 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_logging();
     let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    if config.tls_disabled {
+    if config.tls.disables_tls() {
         tracing::warn!("DB_TLS=disable: connecting to databases without TLS (local development only)");
     }
     // One TLS stack for everything: rustls with ring, as sqlx uses.
     let http = Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https();
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
-    let rotator = Rotator::new(aws_sdk_secretsmanager::Client::new(&sdk), config);
+    let api = Arc::new(AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&sdk)));
+    let rotator = Rotator::new(api, config);
     let rotator = &rotator;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = Deadline::from_epoch_millis(event.context.deadline);

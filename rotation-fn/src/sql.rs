@@ -24,21 +24,72 @@ pub fn create_login_role(role: &str) -> String {
     format!("CREATE ROLE {} WITH LOGIN", quote_ident(role))
 }
 
-pub fn grant_membership(group: &str, member: &str) -> String {
-    format!("GRANT {} TO {}", quote_ident(group), quote_ident(member))
+/// Membership options as PostgreSQL 16 records them per grant (earlier
+/// versions know only ADMIN; INHERIT comes from the member and SET is implied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemberOptions {
+    pub admin: bool,
+    pub inherit: bool,
+    pub set: bool,
 }
 
-pub fn revoke_membership(group: &str, member: &str) -> String {
-    format!("REVOKE {} FROM {}", quote_ident(group), quote_ident(member))
+/// `GRANT group TO member`, with the options spelled out on servers that
+/// have them (16+) so the grant says exactly what it gives.
+pub fn grant_membership(group: &str, member: &str, options: MemberOptions, with_options: bool) -> String {
+    let (g, m) = (quote_ident(group), quote_ident(member));
+    if with_options {
+        let MemberOptions { admin, inherit, set } = options;
+        format!("GRANT {g} TO {m} WITH ADMIN {admin}, INHERIT {inherit}, SET {set}")
+    } else if options.admin {
+        format!("GRANT {g} TO {m} WITH ADMIN OPTION")
+    } else {
+        format!("GRANT {g} TO {m}")
+    }
 }
 
-/// Roles `$1` is a direct member of.
-pub const MEMBERSHIPS: &str = "SELECT g.rolname FROM pg_auth_members m \
+/// `REVOKE group FROM member`; on 16+ one grant per grantor, named, because a
+/// plain REVOKE only removes the grant the current user made.
+pub fn revoke_membership(group: &str, member: &str, grantor: Option<&str>) -> String {
+    match grantor {
+        Some(g) => format!("REVOKE {} FROM {} GRANTED BY {}", quote_ident(group), quote_ident(member), quote_ident(g)),
+        None => format!("REVOKE {} FROM {}", quote_ident(group), quote_ident(member)),
+    }
+}
+
+/// The server's version number and, on 16+, its `scram_iterations`.
+pub const SERVER_SETTINGS: &str = "SELECT current_setting('server_version_num')::int, \
+     current_setting('scram_iterations', true)";
+
+/// Direct memberships of `$1`, one row per grant: group, grantor, ADMIN,
+/// INHERIT, SET (PostgreSQL 16+, where a membership can be granted several
+/// times by different grantors, each with its own options).
+pub const MEMBERSHIP_GRANTS_16: &str = "SELECT g.rolname::text, gr.rolname::text, m.admin_option, \
+     m.inherit_option, m.set_option FROM pg_auth_members m \
+     JOIN pg_roles g ON g.oid = m.roleid \
+     JOIN pg_roles r ON r.oid = m.member \
+     LEFT JOIN pg_roles gr ON gr.oid = m.grantor \
+     WHERE r.rolname = $1";
+
+/// The same before 16: one grant per membership; INHERIT is the member's
+/// attribute and SET always allowed.
+pub const MEMBERSHIP_GRANTS_15: &str = "SELECT g.rolname::text, gr.rolname::text, m.admin_option, \
+     r.rolinherit, true FROM pg_auth_members m \
+     JOIN pg_roles g ON g.oid = m.roleid \
+     JOIN pg_roles r ON r.oid = m.member \
+     LEFT JOIN pg_roles gr ON gr.oid = m.grantor \
+     WHERE r.rolname = $1";
+
+/// Roles `$1` is a direct member of (distinct, for tests and tools).
+pub const MEMBERSHIPS: &str = "SELECT DISTINCT g.rolname::text FROM pg_auth_members m \
      JOIN pg_roles g ON g.oid = m.roleid \
      JOIN pg_roles r ON r.oid = m.member \
      WHERE r.rolname = $1 ORDER BY 1";
 
 pub const ROLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)";
+
+/// The attributes that give a role power beyond its grants.
+pub const ROLE_POWERS: &str = "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls \
+     FROM pg_roles WHERE rolname = $1";
 
 #[cfg(test)]
 mod tests {
@@ -65,8 +116,18 @@ mod tests {
             set_password("App-User", "SCRAM-SHA-256$4096:c2FsdA==$a:b"),
             r#"ALTER ROLE "App-User" PASSWORD 'SCRAM-SHA-256$4096:c2FsdA==$a:b'"#
         );
-        assert_eq!(grant_membership("app", "app_clone"), r#"GRANT "app" TO "app_clone""#);
-        assert_eq!(revoke_membership("r", "app_clone"), r#"REVOKE "r" FROM "app_clone""#);
+        let plain = MemberOptions { admin: false, inherit: true, set: true };
+        assert_eq!(grant_membership("app", "app_clone", plain, false), r#"GRANT "app" TO "app_clone""#);
+        assert_eq!(
+            grant_membership("app", "app_clone", MemberOptions { admin: true, ..plain }, false),
+            r#"GRANT "app" TO "app_clone" WITH ADMIN OPTION"#
+        );
+        assert_eq!(
+            grant_membership("r", "c", MemberOptions { admin: false, inherit: false, set: true }, true),
+            r#"GRANT "r" TO "c" WITH ADMIN false, INHERIT false, SET true"#
+        );
+        assert_eq!(revoke_membership("r", "app_clone", None), r#"REVOKE "r" FROM "app_clone""#);
+        assert_eq!(revoke_membership("r", "c", Some("dba")), r#"REVOKE "r" FROM "c" GRANTED BY "dba""#);
         assert_eq!(create_login_role("a b"), r#"CREATE ROLE "a b" WITH LOGIN"#);
     }
 }

@@ -1,32 +1,51 @@
-//! The four Secrets Manager calls the function makes, each bounded by the
-//! deadline and each failure turned into an [`AwsFailure`] with its code.
+//! Secrets Manager, as the steps see it: five calls behind a seam
+//! ([`SecretsApi`], the AWS SDK in production, an in-memory fake in unit
+//! tests), each bounded by the invocation's deadline, plus a cache of version
+//! values.
 //!
-//! Reads always name the version or stage: moto (and caches in front of
+//! The cache is what makes a warm rotation cheap. A version's value never
+//! changes once written (Secrets Manager refuses a second, different value
+//! under the same VersionId), so a value this process read stays true for as
+//! long as the version exists: the pending value setSecret reads serves
+//! testSecret, and, once that version is AWSCURRENT, the next rotation. Which version carries which label
+//! does change: the guard's DescribeSecret is never cached, and every step
+//! resolves labels to version ids from it. A cold process simply finds the
+//! cache empty and reads everything.
+//!
+//! Reads always name the version or the stage: moto (and caches in front of
 //! Secrets Manager) can answer a stage-less read with a stale version.
 
-use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::http::HttpResponse;
-use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
-use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use secrecy::SecretString;
 use tracing::instrument;
 
 use crate::deadline::Deadline;
 use crate::error::{AwsFailure, RotationError};
 use crate::stages::SecretState;
 
-#[derive(Debug, Clone)]
-pub struct SecretStore {
-    client: Client,
-}
+pub type ApiFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, AwsFailure>> + Send + 'a>>;
 
 /// One version's value. The string is secret; only the id is printable.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Version {
     pub id: String,
     pub value: Option<SecretString>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// A version as ListSecretVersionIds describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub id: String,
+    pub stages: Vec<String>,
+    /// Seconds since the epoch; 0 when unknown.
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
     Written,
     /// The version already holds a value: a concurrent or earlier createSecret
@@ -34,133 +53,147 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// The Secrets Manager operations the function uses. `get` answers `Ok(None)`
+/// when the version (or its value) does not exist.
+pub trait SecretsApi: Send + Sync + std::fmt::Debug {
+    fn describe<'a>(&'a self, secret_id: &'a str) -> ApiFuture<'a, SecretState>;
+    fn get<'a>(
+        &'a self,
+        secret_id: &'a str,
+        stage: Option<&'a str>,
+        version_id: Option<&'a str>,
+    ) -> ApiFuture<'a, Option<Version>>;
+    fn put_pending<'a>(
+        &'a self,
+        secret_id: &'a str,
+        token: &'a str,
+        value: &'a SecretString,
+        rotation_token: Option<&'a str>,
+    ) -> ApiFuture<'a, PutOutcome>;
+    /// Moves AWSCURRENT from `from` to `to`; Secrets Manager then labels
+    /// `from` AWSPREVIOUS.
+    fn move_current<'a>(&'a self, secret_id: &'a str, to: &'a str, from: &'a str) -> ApiFuture<'a, ()>;
+    fn list_versions<'a>(&'a self, secret_id: &'a str) -> ApiFuture<'a, Vec<VersionInfo>>;
+}
+
+/// The steps' handle on Secrets Manager: deadlines, fault points, the cache.
+#[derive(Debug, Clone)]
+pub struct SecretStore {
+    api: Arc<dyn SecretsApi>,
+    /// Secret ARN → version id → value.
+    cache: Arc<Mutex<HashMap<String, HashMap<String, SecretString>>>>,
+}
+
 impl SecretStore {
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    pub fn new(api: Arc<dyn SecretsApi>) -> Self {
+        Self { api, cache: Arc::default() }
     }
 
+    fn cached(&self, arn: &str, version_id: &str) -> Option<SecretString> {
+        let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(arn).and_then(|versions| versions.get(version_id)).cloned()
+    }
+
+    fn remember(&self, arn: &str, version_id: &str, value: &SecretString) {
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.entry(arn.to_owned()).or_default().insert(version_id.to_owned(), value.clone());
+    }
+
+    /// DescribeSecret, never cached. Forgets cached versions the secret no
+    /// longer has, so the cache stays as small as the secret.
     #[instrument(skip_all, fields(secret = secret_id))]
     pub async fn describe(&self, secret_id: &str, deadline: &Deadline) -> Result<SecretState, RotationError> {
-        let call = self.client.describe_secret().secret_id(secret_id).send();
-        let out = deadline
-            .run(|| "Secrets Manager DescribeSecret".into(), call)
-            .await?
-            .map_err(|e| failure("DescribeSecret", e))?;
-        Ok(SecretState {
-            arn: out.arn().unwrap_or(secret_id).to_owned(),
-            rotation_enabled: out.rotation_enabled().unwrap_or(false),
-            versions: out.version_ids_to_stages().cloned().unwrap_or_default(),
-        })
+        let state = deadline.run(|| "Secrets Manager DescribeSecret".into(), self.api.describe(secret_id)).await??;
+        crate::fault::point("DescribeSecret");
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(versions) = cache.get_mut(&state.arn) {
+            versions.retain(|id, _| state.versions.contains_key(id));
+        }
+        Ok(state)
     }
 
-    /// Reads a version by stage (and id, when given). `Ok(None)` when no such
-    /// version exists or it has no value yet (the placeholder Secrets Manager
-    /// creates for a rotation).
-    #[instrument(skip_all, fields(secret = secret_id, stage, version = version_id))]
-    pub async fn get(
+    /// The value of version `version_id` of secret `arn`, which carries
+    /// `stage` (if any) per the DescribeSecret this step made: from the cache,
+    /// else one GetSecretValue. `Ok(None)` when it has no value (the placeholder Secrets
+    /// Manager creates for a rotation) or is gone.
+    #[instrument(skip_all, fields(secret = arn, stage, version = version_id))]
+    pub async fn version(
+        &self,
+        arn: &str,
+        stage: Option<&str>,
+        version_id: &str,
+        deadline: &Deadline,
+    ) -> Result<Option<Version>, RotationError> {
+        if let Some(value) = self.cached(arn, version_id) {
+            return Ok(Some(Version { id: version_id.to_owned(), value: Some(value) }));
+        }
+        let read = self.api.get(arn, stage, Some(version_id));
+        let what = || format!("Secrets Manager GetSecretValue {}", stage.unwrap_or(version_id));
+        let version = deadline.run(what, read).await??;
+        crate::fault::point("GetSecretValue");
+        if let Some(Version { id, value: Some(value) }) = &version {
+            self.remember(arn, id, value);
+        }
+        Ok(version)
+    }
+
+    /// The version of another secret that carries `stage` right now (the
+    /// master secret's AWSCURRENT). Not cached: labels move.
+    #[instrument(skip_all, fields(secret = secret_id, stage))]
+    pub async fn by_stage(
         &self,
         secret_id: &str,
         stage: &str,
-        version_id: Option<&str>,
         deadline: &Deadline,
     ) -> Result<Option<Version>, RotationError> {
-        let call = self
-            .client
-            .get_secret_value()
-            .secret_id(secret_id)
-            .version_stage(stage)
-            .set_version_id(version_id.map(str::to_owned))
-            .send();
-        match deadline.run(|| format!("Secrets Manager GetSecretValue {stage}"), call).await? {
-            Ok(out) => Ok(Some(Version {
-                id: out.version_id().unwrap_or_default().to_owned(),
-                value: out.secret_string().map(|s| SecretString::from(s.to_owned())),
-            })),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
-            Err(e) => Err(failure("GetSecretValue", e).into()),
-        }
+        let read = self.api.get(secret_id, Some(stage), None);
+        let version = deadline.run(|| format!("Secrets Manager GetSecretValue {stage}"), read).await??;
+        crate::fault::point("GetSecretValue");
+        Ok(version)
     }
 
     /// Writes the pending version: id = the rotation's token, label AWSPENDING.
-    #[instrument(skip_all, fields(secret = secret_id, version = token))]
+    #[instrument(skip_all, fields(secret = arn, version = token))]
     pub async fn put_pending(
         &self,
-        secret_id: &str,
+        arn: &str,
         token: &str,
         value: &SecretString,
         rotation_token: Option<&str>,
         deadline: &Deadline,
     ) -> Result<PutOutcome, RotationError> {
-        let call = self
-            .client
-            .put_secret_value()
-            .secret_id(secret_id)
-            .client_request_token(token)
-            .secret_string(value.expose_secret())
-            .version_stages(crate::stages::PENDING)
-            .set_rotation_token(rotation_token.map(str::to_owned))
-            .send();
-        match deadline.run(|| "Secrets Manager PutSecretValue".into(), call).await? {
-            Ok(_) => Ok(PutOutcome::Written),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_exists_exception()) => {
-                Ok(PutOutcome::AlreadyExists)
-            }
-            Err(e) => Err(failure("PutSecretValue", e).into()),
-        }
+        let put = self.api.put_pending(arn, token, value, rotation_token);
+        let outcome = deadline.run(|| "Secrets Manager PutSecretValue".into(), put).await??;
+        crate::fault::point("PutSecretValue");
+        // Not cached: the value to set is the one Secrets Manager holds, read
+        // back by setSecret. On AWS a second, different value under the same
+        // token is refused, but moto (and so a local test of two racing
+        // createSecrets) keeps the last write, and a process that trusted its
+        // own write would then set a password no version holds.
+        Ok(outcome)
     }
 
-    /// Moves AWSCURRENT from `from` to `to`; Secrets Manager then labels
-    /// `from` AWSPREVIOUS.
-    #[instrument(skip_all, fields(secret = secret_id, from, to))]
-    pub async fn promote(
+    #[instrument(skip_all, fields(secret = arn, from, to))]
+    pub async fn move_current(
         &self,
-        secret_id: &str,
+        arn: &str,
         to: &str,
         from: &str,
         deadline: &Deadline,
     ) -> Result<(), RotationError> {
-        let call = self
-            .client
-            .update_secret_version_stage()
-            .secret_id(secret_id)
-            .version_stage(crate::stages::CURRENT)
-            .move_to_version_id(to)
-            .remove_from_version_id(from)
-            .send();
-        deadline
-            .run(|| "Secrets Manager UpdateSecretVersionStage".into(), call)
-            .await?
-            .map(drop)
-            .map_err(|e| failure("UpdateSecretVersionStage", e).into())
+        let call = self.api.move_current(arn, to, from);
+        deadline.run(|| "Secrets Manager UpdateSecretVersionStage".into(), call).await??;
+        crate::fault::point("UpdateSecretVersionStage");
+        Ok(())
     }
-}
 
-/// Turns an SDK error into a code and message an operator can act on.
-/// Secrets Manager's messages name secrets and versions, never values.
-fn failure<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> AwsFailure
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let status = error.raw_response().map(|r| r.status().as_u16());
-    let (code, message) = match &error {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            let code = e.code().map(str::to_owned).unwrap_or_else(|| match status {
-                Some(403) => "AccessDenied (HTTP 403)".to_owned(),
-                Some(s) => format!("HTTP {s}"),
-                None => "unknown".to_owned(),
-            });
-            (code, e.message().unwrap_or("no message").to_owned())
-        }
-        SdkError::TimeoutError(_) => ("Timeout".to_owned(), "the request timed out".to_owned()),
-        SdkError::DispatchFailure(d) => {
-            let kind = if d.is_timeout() { "Timeout" } else { "NetworkError" };
-            (kind.to_owned(), aws_smithy_types::error::display::DisplayErrorContext(&error).to_string())
-        }
-        _ => ("ClientError".to_owned(), aws_smithy_types::error::display::DisplayErrorContext(&error).to_string()),
-    };
-    let transient = is_transient_aws(&code, status);
-    AwsFailure { operation, code, message, transient }
+    #[instrument(skip_all, fields(secret = arn))]
+    pub async fn list_versions(&self, arn: &str, deadline: &Deadline) -> Result<Vec<VersionInfo>, RotationError> {
+        let call = self.api.list_versions(arn);
+        let versions = deadline.run(|| "Secrets Manager ListSecretVersionIds".into(), call).await??;
+        crate::fault::point("ListSecretVersionIds");
+        Ok(versions)
+    }
 }
 
 /// The one place that decides which AWS failures a retry can cure.

@@ -131,16 +131,15 @@ async fn main() {
     })
     .await;
     let current = env.value(&arn, "AWSCURRENT").await.unwrap()["password"].as_str().unwrap().to_owned();
-    // Priced with the function's own settings: verify-full against the CA.
-    let tls =
-        env.pg.options("app", &current, "postgres").ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(env.pg.ca_bundle());
-    let port = env.pg.port();
+    // Priced with the function's own connection policy: verify-full against the CA.
+    let secret = db_secret::DbSecret::parse(&env.secret_json("app", &current).to_string()).unwrap();
+    let ca = std::fs::read(env.pg.ca_bundle()).unwrap();
+    let trust = db_secret::Trust::with_bundle("ca.crt", &ca).unwrap();
+    let connector = db_secret::Connector::new(db_secret::TlsFloor::verify_full("DB_TLS"), trust, "bench");
     let login = median_of(30, async || {
-        rotation_fn::nodelay::connect(&tls, e2e::postgres::HOST, port).await.unwrap().close().await.unwrap();
+        connector.connect(&secret, |o| o).await.unwrap().close().await.unwrap();
     })
     .await;
-    let sqlx_login =
-        median_of(30, async || PgConnection::connect_with(&tls).await.unwrap().close().await.unwrap()).await;
     let plain = env.pg.options("app", &current, "postgres").ssl_mode(PgSslMode::Disable);
     let plain_login =
         median_of(30, async || PgConnection::connect_with(&plain).await.unwrap().close().await.unwrap()).await;
@@ -164,7 +163,6 @@ async fn main() {
         ms(floor)
     );
     println!("| One login, TLS verify-full, TCP_NODELAY (as the function does it) | {:.2} ms |", ms(login));
-    println!("| One login, TLS verify-full, sqlx 0.9.0's own socket (no TCP_NODELAY) | {:.2} ms |", ms(sqlx_login));
     println!("| One login, plain text (for comparison) | {:.2} ms |", ms(plain_login));
     println!("| Warm rotation above the I/O floor | {:.2} ms |", ms(warm_total.quantile(0.5).saturating_sub(floor)));
     println!(

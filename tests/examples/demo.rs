@@ -125,6 +125,7 @@ async fn main() {
     let mut value = env.secret_json("reporting", INITIAL);
     value["masterarn"] = json!(master);
     let alt = env.create_secret("demo/app-alt", &value).await;
+    env.use_strategy(e2e::ALTERNATING_USERS).await;
     for _ in 0..2 {
         rotate_verbosely(&mut env, &alt).await;
         let (user, current) = credentials(&env, &alt, "AWSCURRENT").await;

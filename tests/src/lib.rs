@@ -22,6 +22,8 @@ pub use crate::postgres::{Postgres, Tls};
 pub use crate::runtime_api::{Function, FunctionError};
 
 pub const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+pub const SINGLE_USER: &str = "single-user";
+pub const ALTERNATING_USERS: &str = "alternating-users";
 
 /// A rotation that stopped at a step, as Secrets Manager would record it.
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub struct TestEnv {
     pub moto: Moto,
     pub sm: Client,
     pub function: Option<Function>,
+    /// `ROTATION_STRATEGY` the function runs with.
+    strategy: &'static str,
     /// Every password a test made or saw, for the leak check.
     passwords: BTreeSet<String>,
     /// Everything the function printed before it was restarted or stopped.
@@ -47,12 +51,21 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// PostgreSQL with TLS, moto, and the function configured for both.
+    /// PostgreSQL with TLS, moto, and the function (single user) configured for both.
     pub async fn start() -> TestEnv {
         Self::start_with(Tls::On).await
     }
 
+    /// The same, with the function rotating alternating users.
+    pub async fn start_alternating() -> TestEnv {
+        Self::start_full(Tls::On, ALTERNATING_USERS).await
+    }
+
     pub async fn start_with(tls: Tls) -> TestEnv {
+        Self::start_full(tls, SINGLE_USER).await
+    }
+
+    pub async fn start_full(tls: Tls, strategy: &'static str) -> TestEnv {
         let (pg, moto) = tokio::join!(Postgres::start(tls), Moto::start());
         let sm = moto.client();
         let mut env = TestEnv {
@@ -61,6 +74,7 @@ impl TestEnv {
             moto,
             sm,
             function: None,
+            strategy,
             function_output: String::new(),
             errors: Vec::new(),
             secrets: Vec::new(),
@@ -74,10 +88,17 @@ impl TestEnv {
     pub fn function_env(&self) -> Vec<(&'static str, String)> {
         let mut env = self.moto.sdk_env();
         env.push(("RUST_LOG", "info".into()));
+        env.push(("ROTATION_STRATEGY", self.strategy.into()));
         if self.pg.ca_bundle().exists() {
             env.push(("DB_CA_BUNDLE", self.pg.ca_bundle().display().to_string()));
         }
         env
+    }
+
+    /// Switches the strategy the function is (re)started with.
+    pub async fn use_strategy(&mut self, strategy: &'static str) {
+        self.strategy = strategy;
+        self.restart_function(&[]).await;
     }
 
     /// (Re)starts the real `bootstrap` with the default environment plus

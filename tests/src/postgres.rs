@@ -127,7 +127,8 @@ impl Postgres {
     /// Creates or updates a login role whose password the server only ever
     /// sees as a SCRAM verifier, so the statement log stays clean.
     pub async fn set_password(&self, role: &str, password: &str) {
-        let verifier = rotation_fn::scram::verifier(&password.to_owned().into());
+        let verifier =
+            rotation_fn::scram::verifier(&password.to_owned().into(), rotation_fn::scram::DEFAULT_ITERATIONS);
         let ident = rotation_fn::sql::quote_ident(role);
         let mut conn = self.superuser().await;
         let exists: bool = sqlx::query_scalar(rotation_fn::sql::ROLE_EXISTS)

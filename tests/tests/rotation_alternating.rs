@@ -31,7 +31,7 @@ async fn current(env: &TestEnv, arn: &str) -> (String, String) {
 
 #[tokio::test]
 async fn rotations_alternate_users_and_the_previous_login_keeps_working() {
-    let mut env = TestEnv::start().await;
+    let mut env = TestEnv::start_alternating().await;
     let (arn, master_arn) = setup(&mut env, "app-alt", "app").await;
     let master_before = env.value(&master_arn, "AWSCURRENT").await;
 
@@ -65,7 +65,7 @@ async fn current_of(env: &TestEnv, arn: &str, stage: &str) -> (String, String) {
 
 #[tokio::test]
 async fn the_clone_follows_grants_added_to_and_removed_from_the_original() {
-    let mut env = TestEnv::start().await;
+    let mut env = TestEnv::start_alternating().await;
     let (arn, _) = setup(&mut env, "app-drift", "app").await;
     env.rotate(&arn).await.expect("creates the clone");
     env.pg.exec("REVOKE readers FROM app; CREATE ROLE writers NOLOGIN; GRANT writers TO app").await;
@@ -80,7 +80,7 @@ async fn the_clone_follows_grants_added_to_and_removed_from_the_original() {
 
 #[tokio::test]
 async fn unusual_usernames_alternate_too() {
-    let mut env = TestEnv::start().await;
+    let mut env = TestEnv::start_alternating().await;
     let (arn, _) = setup(&mut env, "app-odd", "Odd \"User\"").await;
     env.rotate(&arn).await.expect("rotation");
     let (user, pw) = current(&env, &arn).await;
@@ -91,7 +91,7 @@ async fn unusual_usernames_alternate_too() {
 
 #[tokio::test]
 async fn a_username_too_long_for_its_clone_is_refused_before_anything_is_written() {
-    let mut env = TestEnv::start().await;
+    let mut env = TestEnv::start_alternating().await;
     let user = "u".repeat(58); // 58 + "_clone" = 64 bytes, over PostgreSQL's 63
     let (arn, _) = setup(&mut env, "app-long", &user).await;
     let token = env.begin_rotation(&arn).await;
@@ -104,7 +104,7 @@ async fn a_username_too_long_for_its_clone_is_refused_before_anything_is_written
 
 #[tokio::test]
 async fn a_wrong_master_password_fails_with_the_master_named_and_changes_nothing() {
-    let mut env = TestEnv::start().await;
+    let mut env = TestEnv::start_alternating().await;
     let stale = env.secret_json("postgres", "Not-the-superuser-passw0rd");
     let master_arn = env.create_secret("stale-master", &stale).await;
     env.pg.set_password("app", OLD).await;

@@ -31,7 +31,8 @@ async fn each_missing_or_malformed_key_is_named_and_nothing_is_written() {
         ("port-word", with("port", json!("five")), "key `port`"),
         ("port-range", with("port", json!(70000)), "key `port`"),
         ("long-user", with("username", json!("u".repeat(64))), "63-byte"),
-        ("empty-host", with("host", json!("")), "key `host` must be a non-empty string"),
+        ("empty-host", with("host", json!("")), "key `host` must be a host name or address"),
+        ("spaced-host", with("host", json!("db host")), "key `host` must be a host name or address"),
         ("ssl-maybe", with("ssl", json!("maybe")), "key `ssl`"),
         ("masterarn-number", with("masterarn", json!(42)), "key `masterarn`"),
         ("password-number", with("password", json!(12345)), "key `password`"),
@@ -116,9 +117,29 @@ async fn tokens_that_are_not_the_rotation_in_progress() {
 }
 
 #[tokio::test]
-async fn a_secret_without_rotation_enabled_is_refused() {
+async fn a_secret_whose_rotation_was_turned_off_is_refused() {
     let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-disabled", "app", OLD).await;
+    let token = env.begin_rotation(&arn).await;
+    env.sm.cancel_rotate_secret().secret_id(&arn).send().await.expect("CancelRotateSecret");
+    assert_eq!(
+        env.sm.describe_secret().secret_id(&arn).send().await.expect("describe").rotation_enabled(),
+        Some(false)
+    );
+    let err = env.step("createSecret", &arn, &token).await.expect_err("disabled");
+    assert_eq!(err.error_type, "RotationDisabled");
+    assert!(err.error_message.contains("not enabled"), "{}", err.error_message);
+    assert_eq!(env.version_value(&arn, &token).await, None, "nothing written");
+    env.assert_no_leaks().await;
+}
+
+/// DescribeSecret of a secret never configured for rotation has no
+/// RotationEnabled field at all; AWS's own templates proceed then, and so does
+/// the function (an operator invoking it by hand, for example).
+#[tokio::test]
+async fn a_secret_without_the_rotation_enabled_field_is_not_disabled() {
+    let mut env = TestEnv::start().await;
+    let arn = env.create_user_and_secret("app-no-field", "app", OLD).await;
     let token = uuid::Uuid::new_v4().to_string();
     env.sm
         .put_secret_value()
@@ -129,9 +150,10 @@ async fn a_secret_without_rotation_enabled_is_refused() {
         .send()
         .await
         .expect("PutSecretValue");
-    let err = env.step("createSecret", &arn, &token).await.expect_err("disabled");
-    assert_eq!(err.error_type, "RotationDisabled");
-    assert!(err.error_message.contains("not enabled"), "{}", err.error_message);
+    let described = env.sm.describe_secret().secret_id(&arn).send().await.expect("describe");
+    assert_eq!(described.rotation_enabled(), None, "moto, like AWS, leaves the field out");
+    let out = env.step("createSecret", &arn, &token).await.expect("proceeds");
+    assert_eq!(out["outcome"], "already_created");
     env.assert_no_leaks().await;
 }
 
@@ -148,7 +170,7 @@ async fn an_unreachable_database_is_reported_as_transient_and_nothing_changes() 
     assert_eq!(failure.step, "setSecret");
     assert_eq!(failure.error.error_type, "DatabaseUnreachable");
     let message = &failure.error.error_message;
-    assert!(message.contains("AWSPENDING") && message.contains("transient"), "{message}");
+    assert!(message.contains("AWSCURRENT") && message.contains("transient"), "{message}");
     assert_eq!(env.value(&arn, "AWSCURRENT").await.expect("current")["password"], OLD);
 }
 

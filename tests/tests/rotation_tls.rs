@@ -1,4 +1,6 @@
-//! TLS: verified by default, never a silent fall-back to plain text.
+//! TLS: verified by default, never a silent fall-back to plain text, and
+//! plain text only with the operator's permission: the secret can ask for it,
+//! only the function's configuration can allow it.
 
 use e2e::{Function, TestEnv, Tls, runtime_api};
 use serde_json::json;
@@ -25,13 +27,26 @@ async fn a_server_without_tls_is_refused_not_used_in_plain_text() {
 }
 
 #[tokio::test]
-async fn ssl_false_in_the_secret_is_the_explicit_opt_out() {
+async fn a_secret_asking_for_plain_text_is_refused_unless_the_operator_allows_it() {
     let mut env = TestEnv::start_with(Tls::Off).await;
     env.pg.set_password("app", OLD).await;
     let mut value = env.secret_json("app", OLD);
     value["ssl"] = json!(false);
     let arn = env.create_secret("app-ssl-false", &value).await;
-    env.rotate(&arn).await.expect("plaintext when the secret says so");
+    let log_before = env.pg.server_log().len();
+
+    // DB_TLS unset = verify-full: whoever wrote the secret cannot turn TLS off.
+    let failure = env.rotate(&arn).await.expect_err("refused");
+    assert_eq!((failure.step, failure.error.error_type.as_str()), ("createSecret", "InvalidSecret"));
+    let message = &failure.error.error_message;
+    assert!(message.contains("DB_TLS=allow-plaintext") && message.contains("permanent"), "{message}");
+    let token = env.version_with(&arn, "AWSPENDING").await.expect("the placeholder");
+    assert_eq!(env.version_value(&arn, &token).await, None, "no pending value written");
+    assert!(!env.pg.server_log()[log_before..].contains("connection authorized"), "no login was even tried");
+
+    // The operator's permission, in the function's configuration.
+    env.restart_function(&[("DB_TLS", "allow-plaintext")]).await;
+    env.resume(&arn, &token).await.expect("plaintext when the operator allows what the secret asks");
     let current = env.value(&arn, "AWSCURRENT").await.expect("current");
     assert_eq!(current["ssl"], json!(false), "the key is kept");
     assert_eq!(env.pg.login("app", current["password"].as_str().expect("pw")).await, Ok(()));
@@ -57,7 +72,8 @@ async fn a_certificate_from_an_untrusted_ca_is_refused() {
     let failure = env.rotate(&arn).await.expect_err("untrusted certificate");
     assert_eq!(failure.error.error_type, "DatabaseTlsFailed", "{}", failure.error.error_message);
     let message = &failure.error.error_message;
-    assert!(message.contains("AWSPENDING") && message.contains("permanent"), "{message}");
+    assert!(message.contains("AWSCURRENT") && message.contains("UnknownIssuer"), "{message}");
+    assert!(message.contains("permanent"), "{message}");
     assert_eq!(env.pg.login("app", OLD).await, Ok(()));
     env.assert_no_leaks().await;
 }

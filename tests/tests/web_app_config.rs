@@ -46,9 +46,9 @@ async fn every_bad_configuration_is_named_at_startup_without_the_password() {
     );
     assert_refused(&start(&env, &not_json, &[("APP_REQUEST_TIMEOUT", "10")]).await, "APP_REQUEST_TIMEOUT");
 
-    assert_refused(&start(&env, &not_json, &[]).await, "is not JSON");
-    assert_refused(&start(&env, &missing_key, &[]).await, "has no `username` key");
-    assert_refused(&start(&env, &wrong_engine, &[]).await, "engine is not postgres");
+    assert_refused(&start(&env, &not_json, &[]).await, "is not a JSON object");
+    assert_refused(&start(&env, &missing_key, &[]).await, "key `username` is missing");
+    assert_refused(&start(&env, &wrong_engine, &[]).await, "key `engine` must be `postgres`");
     assert_refused(&start(&env, "does/not/exist", &[]).await, "secret does/not/exist not found");
 
     // A region is required (the SDK cannot guess it outside AWS).

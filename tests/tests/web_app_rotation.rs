@@ -190,7 +190,7 @@ async fn single_user_rotations_under_load_fail_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alternating_user_rotations_and_a_secrets_manager_outage_fail_no_request() {
-    let mut env = TestEnv::start().await;
+    let mut env = TestEnv::start_alternating().await;
     let master = env.secret_json("postgres", env.pg.superuser_password());
     let master_arn = env.create_secret("web-alt-master", &master).await;
     env.pg.set_password("app", OLD).await;

@@ -12,12 +12,12 @@ use tokio::net::TcpListener;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError, initial_login};
-use crate::db_secret::TlsPolicy;
 use crate::metrics::Metrics;
 use crate::pool::{Db, DbError, PgTarget, PgVerifier, build_pool};
 use crate::routes::{AppState, router};
 use crate::secret_source::AwsSecretSource;
 use crate::{migrations, shutdown};
+use db_secret::{Connector, Trust};
 
 /// Why the app refused to start. Each message names the problem and never a credential.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,10 @@ pub enum StartupError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot read APP_DB_CA_BUNDLE {path}: {source}")]
     CaBundle { path: String, source: std::io::Error },
+    #[error("APP_DB_CA_BUNDLE {0}")]
+    CaBundleContent(db_secret::TrustError),
+    #[error("database connections: {0}")]
+    Connect(db_secret::DbFailure),
     #[error("no AWS region configured: set AWS_REGION")]
     NoRegion,
     #[error("database secret: {0}")]
@@ -68,19 +72,20 @@ pub async fn secrets_manager_client() -> Result<aws_sdk_secretsmanager::Client, 
 
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let metrics = Arc::new(Metrics::new());
-    let ca_bundle_pem = match &config.db_ca_bundle {
-        None => None,
-        Some(path) => Some(
-            std::fs::read(path)
-                .map_err(|source| StartupError::CaBundle { path: path.display().to_string(), source })?,
-        ),
+    let trust = match &config.db_ca_bundle {
+        None => Trust::platform(),
+        Some(path) => {
+            let shown = path.display().to_string();
+            let pem = std::fs::read(path).map_err(|source| StartupError::CaBundle { path: shown.clone(), source })?;
+            Trust::with_bundle(&shown, &pem).map_err(StartupError::CaBundleContent)?
+        }
     };
-    let tls = TlsPolicy { override_: config.db_tls.clone(), ca_bundle_pem };
+    let connector = Connector::new(config.db_tls, trust, "web-app");
     let client = secrets_manager_client().await?;
     let source = AwsSecretSource::new(client, config.secret_id.clone(), metrics.clone());
 
     // The first login that works; retry only what may fix itself.
-    let verifier = PgVerifier { tls: tls.clone() };
+    let verifier = PgVerifier { connector: connector.clone() };
     let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let (initial, current_seen) = loop {
@@ -96,8 +101,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     };
     tracing::info!(secret_id = %config.secret_id, version_id = %initial.version_id, user = %initial.secret.username, "database login verified");
 
-    let pool = build_pool(&config, &initial.secret, &tls);
-    let target = PgTarget { pool: pool.clone(), tls };
+    let pool = build_pool(&config, &initial.secret, &connector)?;
+    let target = PgTarget { pool: pool.clone(), connector };
     let credentials =
         Arc::new(Credentials::new(source, target, metrics.clone(), initial, current_seen, config.secret_backoff_max));
     let db = Db::new(pool.clone(), Arc::new(credentials.clone()), metrics.clone());

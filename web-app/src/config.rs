@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use db_secret::TlsFloor;
+
 /// Every `APP_*` variable this program understands. Any other `APP_*` variable is a typo
 /// and refused at startup rather than silently ignored.
 pub const KNOWN_VARS: &[&str] = &[
@@ -26,14 +28,6 @@ pub const KNOWN_VARS: &[&str] = &[
     "APP_SHUTDOWN_GRACE",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DbTlsOverride {
-    /// Follow the secret's `ssl` key (absent or `true` = verified TLS).
-    FollowSecret,
-    /// `APP_DB_TLS=disable`: plaintext, for local development only.
-    Disable,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// ARN or name of the database secret.
@@ -41,7 +35,8 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// PEM bundle that signs the database's certificate; platform roots when `None`.
     pub db_ca_bundle: Option<PathBuf>,
-    pub db_tls: DbTlsOverride,
+    /// `APP_DB_TLS`: the TLS floor (verified TLS unless the operator allows plain text).
+    pub db_tls: TlsFloor,
     pub pool_max_connections: u32,
     pub pool_min_connections: u32,
     pub pool_acquire_timeout: Duration,
@@ -104,17 +99,12 @@ impl Config {
             })?,
         };
         let db_ca_bundle = get("APP_DB_CA_BUNDLE").map(PathBuf::from);
-        let db_tls = match get("APP_DB_TLS") {
-            None => DbTlsOverride::FollowSecret,
-            Some("disable") => DbTlsOverride::Disable,
-            Some(v) => {
-                return Err(ConfigError::Invalid {
-                    var: "APP_DB_TLS",
-                    value: v.to_owned(),
-                    reason: "the only accepted value is `disable` (unset = follow the secret's `ssl` key)",
-                });
-            }
-        };
+        let db_tls = TlsFloor::from_setting("APP_DB_TLS", get("APP_DB_TLS")).map_err(|_| ConfigError::Invalid {
+            var: "APP_DB_TLS",
+            value: get("APP_DB_TLS").unwrap_or_default().to_owned(),
+            reason: "expected `verify-full` (the default), `allow-plaintext` (a secret's \"ssl\": false is honoured) \
+                     or `disable` (plain text everywhere, local development only)",
+        })?;
         let pool_max_connections = number(get("APP_POOL_MAX_CONNECTIONS"), "APP_POOL_MAX_CONNECTIONS", 10, 1, 1000)?;
         let pool_min_connections = number(get("APP_POOL_MIN_CONNECTIONS"), "APP_POOL_MIN_CONNECTIONS", 1, 0, 1000)?;
         if pool_min_connections > pool_max_connections {
@@ -220,7 +210,7 @@ mod tests {
         let c = Config::from_vars(vars(&[("APP_SECRET_ID", "prod/db"), ("HOME", "/root")])).unwrap();
         assert_eq!(c.secret_id, "prod/db");
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
-        assert_eq!(c.db_tls, DbTlsOverride::FollowSecret);
+        assert_eq!(c.db_tls, TlsFloor::verify_full("APP_DB_TLS"));
         assert_eq!(c.secret_check_interval, Duration::from_secs(60));
         assert_eq!(c.pool_max_connections, 10);
     }
@@ -244,9 +234,9 @@ mod tests {
     }
 
     #[test]
-    fn tls_override_accepts_only_disable() {
+    fn tls_floor_values_are_checked() {
         let c = Config::from_vars(vars(&[("APP_SECRET_ID", "x"), ("APP_DB_TLS", "disable")])).unwrap();
-        assert_eq!(c.db_tls, DbTlsOverride::Disable);
+        assert!(c.db_tls.disables_tls());
         let err = Config::from_vars(vars(&[("APP_SECRET_ID", "x"), ("APP_DB_TLS", "prefer")])).unwrap_err();
         assert!(err.to_string().contains("APP_DB_TLS"));
     }

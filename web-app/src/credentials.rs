@@ -46,9 +46,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, jitter};
-use crate::db_secret::DbSecret;
 use crate::metrics::{Metrics, RefreshOutcome, RefreshTrigger};
 use crate::secret_source::{SecretSource, SecretVersion, SourceError, Stage, Stages};
+use db_secret::DbSecret;
 
 /// Opens one throwaway connection with a login to see whether the database accepts it.
 pub trait Verify: Send + Sync + 'static {
@@ -327,7 +327,7 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
             let Some(version) = self.load(st, &stages, stage).await? else {
                 continue;
             };
-            if version.version_id == active.version_id || version.secret.same_login(&active.secret) {
+            if version.version_id == active.version_id || version.secret.same_credentials(&active.secret) {
                 continue;
             }
             match self.target.verify(&version.secret).await {

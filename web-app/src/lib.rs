@@ -9,7 +9,6 @@ pub mod app;
 pub mod backoff;
 pub mod config;
 pub mod credentials;
-pub mod db_secret;
 pub mod healthcheck;
 pub mod metrics;
 pub mod migrations;

@@ -7,33 +7,26 @@ use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Connection, Executor, PgConnection, Postgres};
+use sqlx::{Connection, Executor, Postgres};
 
+use crate::app::StartupError;
 use crate::backoff::jitter;
 use crate::config::Config;
 use crate::credentials::{CredentialTarget, CredentialsError, Recover, Verify, VerifyError};
-use crate::db_secret::{DbSecret, TlsPolicy};
 use crate::metrics::{Metrics, PoolGauges};
+use db_secret::{Connector, DbFailure, DbSecret};
 
-/// SQLSTATEs PostgreSQL uses to refuse a login: `invalid_password` and
-/// `invalid_authorization_specification` (unknown role, pg_hba reject).
-pub const AUTH_FAILURE_CODES: [&str; 2] = ["28P01", "28000"];
-
-/// The SQLSTATE of a database error, or a coarse class when the server sent none.
+/// The metric label of a database error: its SQLSTATE, or a coarse class.
 pub fn error_class(err: &sqlx::Error) -> String {
     match err {
-        sqlx::Error::Database(db) => db.code().map_or_else(|| "unknown".to_owned(), |c| c.into_owned()),
         sqlx::Error::PoolTimedOut => "pool_timeout".to_owned(),
         sqlx::Error::PoolClosed => "pool_closed".to_owned(),
-        sqlx::Error::Io(_) => "io".to_owned(),
-        sqlx::Error::Tls(_) => "tls".to_owned(),
-        sqlx::Error::Protocol(_) => "protocol".to_owned(),
-        _ => "other".to_owned(),
+        other => DbFailure::classify(other).label().to_owned(),
     }
 }
 
 pub fn is_auth_failure(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| AUTH_FAILURE_CODES.contains(&c.as_ref())))
+    DbFailure::classify(err).is_auth()
 }
 
 /// The per-connection lifetime: `max * (1 - jitter * u)` where `u` in `[0,1)` is a hash
@@ -56,11 +49,11 @@ fn process_epoch() -> Instant {
 
 /// Builds the pool for `initial`. Lazy: connections open on demand (and `min` in the
 /// background), always with whatever login the credentials state machine installed last.
-pub fn build_pool(config: &Config, initial: &DbSecret, tls: &TlsPolicy) -> PgPool {
+pub fn build_pool(config: &Config, initial: &DbSecret, connector: &Connector) -> Result<PgPool, StartupError> {
     let max = config.conn_max_lifetime;
     let spread = config.conn_lifetime_jitter;
     let epoch = process_epoch();
-    PgPoolOptions::new()
+    Ok(PgPoolOptions::new()
         .max_connections(config.pool_max_connections)
         .min_connections(config.pool_min_connections)
         .acquire_timeout(config.pool_acquire_timeout)
@@ -78,40 +71,39 @@ pub fn build_pool(config: &Config, initial: &DbSecret, tls: &TlsPolicy) -> PgPoo
                 Ok(meta.age < jittered_lifetime(max, spread, created_ms))
             })
         })
-        .connect_lazy_with(initial.connect_options(tls))
+        .connect_lazy_with(connector.pool_options(initial).map_err(StartupError::Connect)?))
 }
 
 /// Installs logins into the pool and verifies candidates with a throwaway connection.
 #[derive(Debug, Clone)]
 pub struct PgTarget {
     pub pool: PgPool,
-    pub tls: TlsPolicy,
+    pub connector: Connector,
 }
 
 /// Verifies logins before there is a pool (startup).
 #[derive(Debug, Clone)]
 pub struct PgVerifier {
-    pub tls: TlsPolicy,
+    pub connector: Connector,
 }
 
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn verify_login(secret: &DbSecret, tls: &TlsPolicy) -> Result<(), VerifyError> {
-    let opts = secret.connect_options(tls);
+async fn verify_login(secret: &DbSecret, connector: &Connector) -> Result<(), VerifyError> {
     let attempt = async {
-        let mut conn = PgConnection::connect_with(&opts).await?;
-        conn.execute("SELECT 1").await?;
-        conn.close().await
+        let mut conn = connector.connect(secret, |o| o).await?;
+        conn.execute("SELECT 1").await.map_err(|e| DbFailure::classify(&e))?;
+        conn.close().await.map_err(|e| DbFailure::classify(&e))
     };
     let started = tokio::time::Instant::now();
     let outcome = tokio::time::timeout(VERIFY_TIMEOUT, attempt).await;
     tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "verified a login");
     match outcome {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) if is_auth_failure(&e) => Err(VerifyError::Rejected { sqlstate: error_class(&e) }),
-        Ok(Err(e)) => {
-            Err(VerifyError::Unreachable(format!("{}:{} ({}): {e}", secret.host, secret.port, error_class(&e))))
+        Ok(Err(failure)) if failure.is_auth() => {
+            Err(VerifyError::Rejected { sqlstate: failure.sqlstate().unwrap_or_default().to_owned() })
         }
+        Ok(Err(failure)) => Err(VerifyError::Unreachable(format!("{}:{}: {failure}", secret.host, secret.port))),
         Err(_) => Err(VerifyError::Unreachable(format!(
             "{}:{}: no answer within {VERIFY_TIMEOUT:?}",
             secret.host, secret.port
@@ -121,19 +113,24 @@ async fn verify_login(secret: &DbSecret, tls: &TlsPolicy) -> Result<(), VerifyEr
 
 impl Verify for PgVerifier {
     async fn verify(&self, secret: &DbSecret) -> Result<(), VerifyError> {
-        verify_login(secret, &self.tls).await
+        verify_login(secret, &self.connector).await
     }
 }
 
 impl Verify for PgTarget {
     async fn verify(&self, secret: &DbSecret) -> Result<(), VerifyError> {
-        verify_login(secret, &self.tls).await
+        verify_login(secret, &self.connector).await
     }
 }
 
 impl CredentialTarget for PgTarget {
     fn switch_to(&self, secret: &DbSecret) {
-        self.pool.set_connect_options(secret.connect_options(&self.tls));
+        match self.connector.pool_options(secret) {
+            Ok(options) => self.pool.set_connect_options(options),
+            // Verified just before with the same policy, so this is a local
+            // failure (no socket directory); new connections keep the old login.
+            Err(e) => tracing::error!(error = %e, "cannot install the new login in the pool"),
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
-use crate::db_secret::{DbSecret, SecretFormatError};
 use crate::metrics::Metrics;
+use db_secret::{DbSecret, SecretError};
 
 /// The staging labels the app cares about, in the order it trusts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,7 +78,7 @@ pub enum SourceError {
     #[error("secret {secret_id} has no version labelled {stage}")]
     NoSuchStage { secret_id: String, stage: &'static str },
     #[error("secret {secret_id} version {version_id}: {source}")]
-    Format { secret_id: String, version_id: String, source: SecretFormatError },
+    Format { secret_id: String, version_id: String, source: SecretError },
     #[error("{operation} on secret {secret_id} failed: {code}")]
     Other { operation: &'static str, secret_id: String, code: String },
 }
@@ -213,7 +213,7 @@ impl SecretSource for AwsSecretSource {
         let version_id = out.version_id().unwrap_or_default().to_owned();
         let format_err =
             |source| SourceError::Format { secret_id: self.secret_id.clone(), version_id: version_id.clone(), source };
-        let text = out.secret_string().ok_or_else(|| format_err(SecretFormatError::NoSecretString))?;
+        let text = out.secret_string().ok_or_else(|| format_err(SecretError::NoSecretString))?;
         let secret = DbSecret::parse(text).map_err(format_err)?;
         Ok(SecretVersion { version_id, secret: Arc::new(secret) })
     }

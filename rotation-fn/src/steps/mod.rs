@@ -1,18 +1,21 @@
-//! The four steps, and what they share: reading and validating versions.
+//! The four steps, and what they share: reading and validating versions,
+//! logging in.
 
 pub mod create;
 pub mod finish;
 pub mod set;
 pub mod test;
 
+use db_secret::{Connector, DbSecret, SecretError};
+use secrecy::ExposeSecret as _;
+
 use crate::config::Config;
-use crate::db::Connector;
+use crate::db::{self, Session};
 use crate::deadline::Deadline;
 use crate::error::{Credential, RotationError};
 use crate::event::RotationEvent;
-use crate::secret::DbSecret;
-use crate::stages::{CURRENT, PENDING, PREVIOUS};
-use crate::store::SecretStore;
+use crate::stages::{CURRENT, PENDING, PREVIOUS, SecretState};
+use crate::store::{SecretStore, Version};
 
 /// What a step did, for the log line and the invocation's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -37,71 +40,117 @@ pub struct StepContext<'a> {
     pub connector: &'a Connector,
     pub config: &'a Config,
     pub event: &'a RotationEvent,
-    /// The secret's full ARN (the event may name it by ARN or name).
-    pub arn: String,
+    /// What the guard's DescribeSecret said (the ARN, every version's labels).
+    pub state: SecretState,
     /// The version that holds AWSCURRENT when the step starts.
     pub current_version: String,
     pub deadline: Deadline,
 }
 
 impl StepContext<'_> {
+    /// The secret's full ARN (the event may name it by ARN or name).
+    pub fn arn(&self) -> &str {
+        &self.state.arn
+    }
+
     /// AWSCURRENT, validated. It always exists on a secret being rotated.
     pub async fn current(&self) -> Result<DbSecret, RotationError> {
-        let version = self.current_version.clone();
-        self.read(&self.arn.clone(), CURRENT, Some(&version), Credential::Current).await?.ok_or_else(|| {
-            RotationError::MissingVersion { arn: self.arn.clone(), credential: Credential::Current, hint: "" }
-        })
+        let version = self.store.version(self.arn(), Some(CURRENT), &self.current_version, &self.deadline).await?;
+        let missing =
+            || RotationError::MissingVersion { arn: self.arn().to_owned(), credential: Credential::Current, hint: "" };
+        self.parse(Credential::Current, version.ok_or_else(missing)?)
+    }
+
+    /// The AWSPENDING version's value, if createSecret has written it.
+    pub async fn written_pending(&self) -> Result<Option<DbSecret>, RotationError> {
+        match self.store.version(self.arn(), Some(PENDING), &self.event.token, &self.deadline).await? {
+            Some(version @ Version { value: Some(_), .. }) => self.parse(Credential::Pending, version).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// The AWSPENDING version this rotation wrote in createSecret.
     pub async fn pending(&self) -> Result<DbSecret, RotationError> {
-        let token = self.event.token.clone();
-        self.read(&self.arn.clone(), PENDING, Some(&token), Credential::Pending).await?.ok_or_else(|| {
-            RotationError::MissingVersion {
-                arn: self.arn.clone(),
-                credential: Credential::Pending,
-                hint: " with a value for this token: createSecret has not completed",
-            }
+        self.written_pending().await?.ok_or_else(|| RotationError::MissingVersion {
+            arn: self.arn().to_owned(),
+            credential: Credential::Pending,
+            hint: " with a value for this token: createSecret has not completed",
         })
     }
 
     /// AWSPREVIOUS, if the secret has been rotated before.
     pub async fn previous(&self) -> Result<Option<DbSecret>, RotationError> {
-        self.read(&self.arn.clone(), PREVIOUS, None, Credential::Previous).await
+        let Some(id) = self.state.version_with(PREVIOUS) else { return Ok(None) };
+        match self.store.version(self.arn(), Some(PREVIOUS), id, &self.deadline).await? {
+            Some(version) => self.parse(Credential::Previous, version).map(Some),
+            None => Ok(None),
+        }
     }
 
-    /// The master secret's AWSCURRENT (alternating users).
-    pub async fn master(&self, master_arn: &str) -> Result<DbSecret, RotationError> {
-        self.read(master_arn, CURRENT, None, Credential::Master).await?.ok_or_else(|| RotationError::MissingVersion {
+    /// An unlabelled version of this secret, by id (abandoned-rotation recovery).
+    pub async fn unlabelled(&self, version_id: &str) -> Result<Option<DbSecret>, RotationError> {
+        let read = self.store.version(self.arn(), None, version_id, &self.deadline);
+        match read.await? {
+            Some(version) => self.parse(Credential::Unlabelled, version).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The master secret's AWSCURRENT: a full secret, or only a username and
+    /// password (an RDS-managed master secret), for the server of `app`.
+    pub async fn master(&self, master_arn: &str, app: &DbSecret) -> Result<DbSecret, RotationError> {
+        let version = self.store.by_stage(master_arn, CURRENT, &self.deadline).await?.ok_or_else(|| {
+            RotationError::MissingVersion { arn: master_arn.to_owned(), credential: Credential::Master, hint: "" }
+        })?;
+        let invalid = |source| RotationError::InvalidSecret {
             arn: master_arn.to_owned(),
             credential: Credential::Master,
-            hint: "",
-        })
+            version: version.id.clone(),
+            source,
+        };
+        let text = version.value.as_ref().ok_or_else(|| invalid(SecretError::NoSecretString))?;
+        let master = DbSecret::parse_login_for(text.expose_secret(), app).map_err(invalid)?;
+        self.allowed(master_arn, Credential::Master, &version.id, master)
     }
 
-    async fn read(
-        &self,
-        secret_id: &str,
-        stage: &str,
-        version_id: Option<&str>,
-        credential: Credential,
-    ) -> Result<Option<DbSecret>, RotationError> {
-        let Some(version) = self.store.get(secret_id, stage, version_id, &self.deadline).await? else {
-            return Ok(None);
-        };
+    pub async fn login(&self, secret: &DbSecret, credential: Credential) -> Result<Session, RotationError> {
+        db::login(self.connector, secret, credential, &self.deadline).await
+    }
+
+    pub fn inconsistent(&self, detail: String) -> RotationError {
+        RotationError::Inconsistent { arn: self.arn().to_owned(), detail }
+    }
+
+    /// Parses a version of this secret and applies the operator's TLS floor.
+    fn parse(&self, credential: Credential, version: Version) -> Result<DbSecret, RotationError> {
         let invalid = |source| RotationError::InvalidSecret {
-            arn: secret_id.to_owned(),
+            arn: self.arn().to_owned(),
             credential,
             version: version.id.clone(),
             source,
         };
-        let Some(value) = &version.value else {
-            return Err(invalid(crate::secret::SecretError::NoSecretString));
-        };
-        DbSecret::parse(secrecy::ExposeSecret::expose_secret(value)).map(Some).map_err(invalid)
+        let text = version.value.as_ref().ok_or_else(|| invalid(SecretError::NoSecretString))?;
+        let secret = DbSecret::parse(text.expose_secret()).map_err(invalid)?;
+        self.allowed(self.arn(), credential, &version.id, secret)
     }
 
-    pub fn inconsistent(&self, detail: String) -> RotationError {
-        RotationError::Inconsistent { arn: self.arn.clone(), detail }
+    /// A secret that asks for plain text is refused here, before anything is
+    /// written or any login is tried, unless the operator allows it.
+    fn allowed(
+        &self,
+        arn: &str,
+        credential: Credential,
+        version: &str,
+        secret: DbSecret,
+    ) -> Result<DbSecret, RotationError> {
+        match self.config.tls.mode_for(&secret) {
+            Ok(_) => Ok(secret),
+            Err(refused) => Err(RotationError::Refused {
+                arn: arn.to_owned(),
+                credential,
+                version: version.to_owned(),
+                detail: refused.to_string(),
+            }),
+        }
     }
 }

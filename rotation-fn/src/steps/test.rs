@@ -3,21 +3,21 @@
 //! Secrets Manager also calls this step alone (RotateImmediately=false), so it
 //! relies on nothing earlier steps did beyond the pending version existing.
 
+use db_secret::DbFailure;
 use tracing::instrument;
 
 use super::{Outcome, StepContext};
-use crate::error::{Credential, DbFailure, RotationError};
+use crate::error::{Credential, RotationError};
 
 #[instrument(skip_all)]
 pub async fn run(ctx: &StepContext<'_>) -> Result<Outcome, RotationError> {
     let pending = ctx.pending().await?;
-    let mut session = ctx.connector.login(&pending, Credential::Pending, &ctx.deadline).await?;
-    let query = sqlx::query_scalar::<_, String>("SELECT current_user::text").fetch_one(&mut session.conn);
-    let user = ctx
-        .deadline
-        .run(|| "the test query".into(), query)
-        .await?
-        .map_err(|e| session.error(crate::db::classify(&e)))?;
+    let mut session = ctx.login(&pending, Credential::Pending).await?;
+    let user = session
+        .run("the test query", &ctx.deadline, async |conn| {
+            sqlx::query_scalar::<_, String>("SELECT current_user::text").fetch_one(conn).await
+        })
+        .await?;
     if user != pending.username {
         return Err(session.error(DbFailure::Other(format!("logged in as {user:?}, expected {:?}", pending.username))));
     }

@@ -5,21 +5,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use super::*;
 
 fn secret(user: &str, password: &str) -> DbSecret {
-    DbSecret {
-        engine: "postgres".into(),
-        host: "db".into(),
-        port: 5432,
-        username: user.into(),
-        password: SecretString::from(password.to_owned()),
-        dbname: "postgres".into(),
-        masterarn: None,
-        ssl: false,
-    }
+    let value = serde_json::json!({"engine": "postgres", "host": "db", "username": user, "password": password});
+    DbSecret::parse(&value.to_string()).unwrap()
 }
 
 /// version id -> (stages, (user, password))
@@ -123,7 +115,7 @@ impl Verify for Arc<FakeDb> {
         if self.down.load(Ordering::SeqCst) {
             return Err(VerifyError::Unreachable("connection refused".into()));
         }
-        let key = (s.username.clone(), s.password.expose_secret().to_owned());
+        let key = (s.username.clone(), s.password().expose_secret().to_owned());
         if self.logins.lock().unwrap().contains(&key) {
             Ok(())
         } else {
@@ -134,7 +126,7 @@ impl Verify for Arc<FakeDb> {
 
 impl CredentialTarget for Arc<FakeDb> {
     fn switch_to(&self, s: &DbSecret) {
-        *self.pool_login.lock().unwrap() = Some((s.username.clone(), s.password.expose_secret().to_owned()));
+        *self.pool_login.lock().unwrap() = Some((s.username.clone(), s.password().expose_secret().to_owned()));
     }
 }
 

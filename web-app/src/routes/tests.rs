@@ -6,13 +6,12 @@ use std::pin::Pin;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use secrecy::SecretString;
 use sqlx::postgres::PgPoolOptions;
 use tower::ServiceExt;
 
 use super::*;
 use crate::credentials::{Active, CredentialsError, Recover};
-use crate::db_secret::DbSecret;
+use db_secret::DbSecret;
 
 const PASSWORD: &str = "never-in-a-response";
 
@@ -33,20 +32,15 @@ impl Recover for Fixed {
 
 /// A router whose database is a closed port: every query fails fast.
 fn app() -> (Router, Arc<Metrics>) {
-    let secret = DbSecret {
-        engine: "postgres".into(),
-        host: "127.0.0.1".into(),
-        port: 1,
-        username: "app".into(),
-        password: SecretString::from(PASSWORD.to_owned()),
-        dbname: "postgres".into(),
-        masterarn: None,
-        ssl: false,
-    };
-    let tls = crate::db_secret::TlsPolicy { override_: crate::config::DbTlsOverride::Disable, ca_bundle_pem: None };
+    let value = serde_json::json!({
+        "engine": "postgres", "host": "127.0.0.1", "port": 1, "username": "app", "password": PASSWORD, "ssl": false
+    });
+    let secret = DbSecret::parse(&value.to_string()).unwrap();
+    let floor = db_secret::TlsFloor::from_setting("APP_DB_TLS", Some("disable")).unwrap();
+    let connector = db_secret::Connector::new(floor, db_secret::Trust::platform(), "web-app-test");
     let pool = PgPoolOptions::new()
         .acquire_timeout(Duration::from_millis(300))
-        .connect_lazy_with(secret.connect_options(&tls));
+        .connect_lazy_with(connector.pool_options(&secret).unwrap());
     let active = Arc::new(Active { version_id: "v1".into(), secret: Arc::new(secret) });
     let metrics = Arc::new(Metrics::new());
     let db = Db::new(pool, Arc::new(Fixed(active)), metrics.clone());

@@ -1,9 +1,10 @@
-//! The secret's JSON payload as a domain type.
+//! The database secret's JSON payload as a domain type, shared by the rotation
+//! function and the web app: one parser, one set of defaults, one redaction.
 //!
 //! A secret is validated completely when it is read, before anything is written,
-//! so a malformed secret fails the step with a precise message and leaves no
-//! half-written version behind. Error messages name keys and expected types,
-//! never values: a value in the wrong key may well be a password.
+//! so a malformed secret fails with a precise message and leaves no half-written
+//! state behind. Error messages name keys and expected types, never values: a
+//! value in the wrong key may well be a password.
 
 use std::fmt;
 
@@ -13,9 +14,6 @@ use serde_json::{Map, Value};
 /// PostgreSQL truncates identifiers at NAMEDATALEN - 1 = 63 bytes; a longer
 /// name would silently address a different role.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
-/// Suffix of the second user in the alternating-users strategy (the same one
-/// AWS's templates use, so existing secrets keep working).
-pub const CLONE_SUFFIX: &str = "_clone";
 
 const DEFAULT_PORT: u16 = 5432;
 const DEFAULT_DBNAME: &str = "postgres";
@@ -39,15 +37,6 @@ pub enum SecretError {
     InvalidIdentifier { key: &'static str },
 }
 
-/// Whether connections to this database use verified TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tls {
-    /// Verify the server certificate and host name (the default).
-    VerifyFull,
-    /// Plain text, only because the secret says `"ssl": false`.
-    Disabled,
-}
-
 /// The credentials and connection details held by one secret version.
 #[derive(Clone)]
 pub struct DbSecret {
@@ -56,7 +45,10 @@ pub struct DbSecret {
     pub username: String,
     pub dbname: String,
     pub master_arn: Option<String>,
-    pub tls: Tls,
+    /// The secret's `ssl` key: `false` asks for plain text. Whether that is
+    /// allowed is the operator's decision ([`crate::TlsFloor`]), never the
+    /// secret's alone.
+    pub ssl: bool,
     password: SecretString,
     /// Every key of the original JSON except `password`, with its value exactly
     /// as it was (a port given as a string stays a string). Serialising writes
@@ -80,14 +72,8 @@ impl DbSecret {
             Some(_) => return Err(SecretError::WrongType { key: "password", expected: "a string" }),
             None => return Err(SecretError::Missing("password")),
         };
-        match required_str(&rest, "engine")? {
-            "postgres" | "aurora-postgresql" => {}
-            _ => return Err(SecretError::UnsupportedEngine),
-        }
-        let host = required_str(&rest, "host")?.to_owned();
-        if host.trim().is_empty() {
-            return Err(SecretError::WrongType { key: "host", expected: "a non-empty string" });
-        }
+        engine(required_str(&rest, "engine")?)?;
+        let host = host(required_str(&rest, "host")?)?;
         let username = identifier(&rest, "username")?;
         let dbname = match rest.get("dbname") {
             None | Some(Value::Null) => DEFAULT_DBNAME.to_owned(),
@@ -99,14 +85,33 @@ impl DbSecret {
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
             Some(_) => return Err(SecretError::WrongType { key: "masterarn", expected: "a non-empty string" }),
         };
-        let tls = match rest.get("ssl") {
-            None | Some(Value::Null) | Some(Value::Bool(true)) => Tls::VerifyFull,
-            Some(Value::Bool(false)) => Tls::Disabled,
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Tls::VerifyFull,
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Tls::Disabled,
-            Some(_) => return Err(SecretError::WrongType { key: "ssl", expected: "true or false" }),
+        let ssl = ssl(rest.get("ssl"))?;
+        Ok(Self { host, port, username, dbname, master_arn, ssl, password, rest })
+    }
+
+    /// Parses a secret that holds a login for the server `server` describes: a
+    /// full secret, or only `username` and `password` (what RDS writes for a
+    /// master user with `ManageMasterUserPassword`). Keys it lacks (`engine`,
+    /// `host`, `port`, `dbname`, `ssl`) come from `server`; keys it has must be
+    /// valid, and the caller still checks that `host` and `port` agree.
+    pub fn parse_login_for(secret_string: &str, server: &DbSecret) -> Result<Self, SecretError> {
+        let value: Value = serde_json::from_str(secret_string).map_err(|_| SecretError::NotJsonObject)?;
+        let Value::Object(mut map) = value else {
+            return Err(SecretError::NotJsonObject);
         };
-        Ok(Self { host, port, username, dbname, master_arn, tls, password, rest })
+        let inherited = [
+            ("engine", Value::String("postgres".into())),
+            ("host", Value::String(server.host.clone())),
+            ("port", Value::from(server.port)),
+            ("dbname", Value::String(server.dbname.clone())),
+            ("ssl", Value::Bool(server.ssl)),
+        ];
+        for (key, value) in inherited {
+            if matches!(map.get(key), None | Some(Value::Null)) {
+                map.insert(key.to_owned(), value);
+            }
+        }
+        Self::parse(&Value::Object(map).to_string())
     }
 
     pub fn password(&self) -> &SecretString {
@@ -138,6 +143,11 @@ impl DbSecret {
     pub fn same_server(&self, other: &Self) -> bool {
         self.host == other.host && self.port == other.port
     }
+
+    /// Whether two versions hold the same user *and* password.
+    pub fn same_credentials(&self, other: &Self) -> bool {
+        self.username == other.username && self.password.expose_secret() == other.password.expose_secret()
+    }
 }
 
 impl fmt::Debug for DbSecret {
@@ -148,35 +158,9 @@ impl fmt::Debug for DbSecret {
             .field("username", &self.username)
             .field("dbname", &self.dbname)
             .field("master_arn", &self.master_arn)
-            .field("tls", &self.tls)
+            .field("ssl", &self.ssl)
             .field("password", &"[redacted]")
             .finish_non_exhaustive()
-    }
-}
-
-/// The username the next version of an alternating-users secret carries:
-/// `name` becomes `name_clone`, `name_clone` becomes `name`.
-pub fn alternate_username(current: &str) -> Result<String, SecretError> {
-    match current.strip_suffix(CLONE_SUFFIX) {
-        Some(base) if !base.is_empty() => Ok(base.to_owned()),
-        _ => {
-            let clone = format!("{current}{CLONE_SUFFIX}");
-            if clone.len() > MAX_IDENTIFIER_BYTES {
-                return Err(SecretError::IdentifierTooLong {
-                    key: "username",
-                    detail: " once `_clone` is appended for alternating users",
-                });
-            }
-            Ok(clone)
-        }
-    }
-}
-
-/// The original user of an alternating pair, whichever of the two `name` is.
-pub fn base_username(name: &str) -> &str {
-    match name.strip_suffix(CLONE_SUFFIX) {
-        Some(base) if !base.is_empty() => base,
-        _ => name,
     }
 }
 
@@ -185,6 +169,32 @@ fn required_str<'a>(map: &'a Map<String, Value>, key: &'static str) -> Result<&'
         Some(Value::String(s)) => Ok(s),
         Some(Value::Null) | None => Err(SecretError::Missing(key)),
         Some(_) => Err(SecretError::WrongType { key, expected: "a string" }),
+    }
+}
+
+/// Every engine name AWS gives a PostgreSQL secret (RDS, Aurora), and the
+/// spelling some tools write.
+fn engine(name: &str) -> Result<(), SecretError> {
+    match name {
+        "postgres" | "postgresql" | "aurora-postgresql" => Ok(()),
+        _ => Err(SecretError::UnsupportedEngine),
+    }
+}
+
+fn host(name: &str) -> Result<String, SecretError> {
+    if name.trim().is_empty() || name.contains(char::is_whitespace) || name.contains('\0') {
+        return Err(SecretError::WrongType { key: "host", expected: "a host name or address" });
+    }
+    Ok(name.to_owned())
+}
+
+fn ssl(value: Option<&Value>) -> Result<bool, SecretError> {
+    match value {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(true),
+        Some(Value::Bool(false)) => Ok(false),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(SecretError::WrongType { key: "ssl", expected: "true or false" }),
     }
 }
 
@@ -228,7 +238,7 @@ mod tests {
     fn parses_with_defaults() {
         let s = DbSecret::parse(&json("")).expect("valid");
         assert_eq!((s.host.as_str(), s.port, s.dbname.as_str()), ("db.local", 5432, "postgres"));
-        assert_eq!(s.tls, Tls::VerifyFull);
+        assert!(s.ssl);
         assert_eq!(s.master_arn, None);
         assert_eq!(s.password().expose_secret(), PASSWORD);
     }
@@ -237,9 +247,9 @@ mod tests {
     fn accepts_port_as_string_and_ssl_false() {
         let s = DbSecret::parse(&json(r#","port":"6543","ssl":false"#)).expect("valid");
         assert_eq!(s.port, 6543);
-        assert_eq!(s.tls, Tls::Disabled);
+        assert!(!s.ssl);
         let s = DbSecret::parse(&json(r#","ssl":"true""#)).expect("valid");
-        assert_eq!(s.tls, Tls::VerifyFull);
+        assert!(s.ssl);
     }
 
     #[test]
@@ -311,13 +321,41 @@ mod tests {
     }
 
     #[test]
-    fn alternates_between_name_and_clone() {
-        assert_eq!(alternate_username("app").expect("ok"), "app_clone");
-        assert_eq!(alternate_username("app_clone").expect("ok"), "app");
-        assert_eq!(alternate_username("_clone").expect("ok"), "_clone_clone");
-        assert_eq!(base_username("app_clone"), "app");
-        assert_eq!(base_username("app"), "app");
-        assert!(alternate_username(&"u".repeat(57)).is_ok());
-        assert!(matches!(alternate_username(&"u".repeat(58)), Err(SecretError::IdentifierTooLong { .. })));
+    fn an_rds_managed_login_takes_the_server_from_the_app_secret() {
+        let app = DbSecret::parse(&json(r#","port":6543,"dbname":"orders","ssl":false"#)).expect("valid");
+        let rds = r#"{"username":"postgres","password":"Master-Passw0rd"}"#;
+        let master = DbSecret::parse_login_for(rds, &app).expect("accepted");
+        assert_eq!((master.host.as_str(), master.port, master.dbname.as_str()), ("db.local", 6543, "orders"));
+        assert_eq!(master.username, "postgres");
+        assert!(!master.ssl, "the app secret's ssl key applies");
+        assert_eq!(master.password().expose_secret(), "Master-Passw0rd");
+        // Keys it does carry are its own and still validated.
+        let own_host = r#"{"username":"postgres","password":"x","host":"other.local"}"#;
+        assert_eq!(DbSecret::parse_login_for(own_host, &app).expect("valid").host, "other.local");
+        let bad_port = r#"{"username":"postgres","password":"x","port":"none"}"#;
+        assert!(matches!(DbSecret::parse_login_for(bad_port, &app), Err(SecretError::WrongType { key: "port", .. })));
+        assert_eq!(
+            DbSecret::parse_login_for(r#"{"username":"postgres"}"#, &app).expect_err("no password"),
+            SecretError::Missing("password")
+        );
+    }
+
+    #[test]
+    fn engines_and_hosts() {
+        for engine in ["postgres", "postgresql", "aurora-postgresql"] {
+            assert!(DbSecret::parse(&json("").replace("\"postgres\"", &format!("\"{engine}\""))).is_ok(), "{engine}");
+        }
+        for host in ["", "  ", "db local", "db\\u0000x"] {
+            let text = json("").replace("db.local", host);
+            assert!(matches!(DbSecret::parse(&text), Err(SecretError::WrongType { key: "host", .. })), "{host:?}");
+        }
+    }
+
+    #[test]
+    fn same_credentials_compares_user_and_password() {
+        let a = DbSecret::parse(&json("")).expect("valid");
+        let b = a.with_credentials("app".into(), SecretString::from("other"));
+        assert!(a.same_login(&b) && !a.same_credentials(&b));
+        assert!(a.same_credentials(&a.clone()));
     }
 }

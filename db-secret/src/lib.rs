@@ -1,0 +1,24 @@
+//! What the rotation function and the web app both know about the database:
+//!
+//! - [`secret`]: the secret's JSON format (parse, validate, redact, keep unknown
+//!   keys, serialise back in one place);
+//! - [`tls`]: the operator's TLS floor and the trust roots, loaded once per
+//!   process;
+//! - [`connect`]: how to open a PostgreSQL session with a secret's credentials
+//!   (`TCP_NODELAY`, verified TLS done here, sqlx on top) — one login, or a
+//!   pool's endpoint;
+//! - [`error`]: what a PostgreSQL or connection error means to an operator
+//!   (authentication, TLS, unreachable, a session the server closed).
+//!
+//! One definition per concept: neither binary parses the secret or classifies
+//! a database error on its own.
+
+pub mod connect;
+pub mod error;
+pub mod secret;
+pub mod tls;
+
+pub use connect::{Connector, Target};
+pub use error::DbFailure;
+pub use secret::{DbSecret, MAX_IDENTIFIER_BYTES, SecretError};
+pub use tls::{PlaintextRefused, TlsFloor, TlsMode, TlsSettingError, Trust, TrustError};

@@ -1,0 +1,97 @@
+//! Who changes whose password. The operator chooses (`ROTATION_STRATEGY`);
+//! the secret's contents never switch it.
+//!
+//! - [`single_user`]: the user changes its own password. Simple, but between
+//!   setSecret and finishSecret the database already has the new password
+//!   while AWSCURRENT still holds the old one; clients must try AWSPENDING.
+//! - [`alternating`]: a master user sets the password of whichever of `name` /
+//!   `name_clone` is *not* current, so the credentials clients use keep
+//!   working throughout, and old sessions are never cut off.
+//!
+//! Each owns its create-time checks (what AWSCURRENT must hold, which user the
+//! pending version names) and its setSecret; the steps only dispatch here.
+
+pub mod alternating;
+pub mod memberships;
+pub mod single_user;
+
+use db_secret::DbSecret;
+
+use crate::db::Session;
+use crate::error::RotationError;
+use crate::scram;
+use crate::sql;
+use crate::steps::{Outcome, StepContext};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    SingleUser,
+    AlternatingUsers,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::SingleUser => "single-user",
+            Strategy::AlternatingUsers => "alternating-users",
+        }
+    }
+
+    /// createSecret: checks that AWSCURRENT fits this strategy and returns the
+    /// user the pending version names. Nothing is written before this passes.
+    pub async fn next_username(self, ctx: &StepContext<'_>, current: &DbSecret) -> Result<String, RotationError> {
+        match self {
+            Strategy::SingleUser => Ok(single_user::next_username(current)),
+            Strategy::AlternatingUsers => alternating::next_username(ctx, current).await,
+        }
+    }
+
+    /// setSecret: makes the database accept `pending`.
+    pub async fn set(self, ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Outcome, RotationError> {
+        match self {
+            Strategy::SingleUser => single_user::set(ctx, pending).await,
+            Strategy::AlternatingUsers => alternating::set(ctx, pending).await,
+        }
+    }
+}
+
+/// Server facts a password change depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerFacts {
+    /// `server_version_num`, e.g. 150008.
+    pub version: i32,
+    /// `scram_iterations` (PostgreSQL 16+), else the fixed 4096.
+    pub scram_iterations: u32,
+}
+
+impl ServerFacts {
+    pub async fn read(session: &mut Session, ctx: &StepContext<'_>) -> Result<Self, RotationError> {
+        let (version, iterations) = session
+            .run("reading server settings", &ctx.deadline, async |conn| {
+                sqlx::query_as::<_, (i32, Option<String>)>(sql::SERVER_SETTINGS).fetch_one(conn).await
+            })
+            .await?;
+        let scram_iterations = iterations
+            .and_then(|i| i.trim().parse::<u32>().ok())
+            .filter(|&i| i > 0)
+            .unwrap_or(scram::DEFAULT_ITERATIONS);
+        Ok(Self { version, scram_iterations })
+    }
+
+    /// PostgreSQL 16 records ADMIN, INHERIT and SET per membership grant.
+    pub fn per_grant_options(self) -> bool {
+        self.version >= 160_000
+    }
+}
+
+/// Sets `pending`'s password as a SCRAM verifier computed here, with the
+/// iteration count the server uses for its own verifiers.
+pub async fn set_password(
+    session: &mut Session,
+    facts: ServerFacts,
+    pending: &DbSecret,
+    ctx: &StepContext<'_>,
+) -> Result<(), RotationError> {
+    let verifier = scram::verifier(pending.password(), facts.scram_iterations);
+    session.execute(&sql::set_password(&pending.username, &verifier), &ctx.deadline).await
+}
