@@ -154,3 +154,6 @@ impl StepContext<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+//! "Never locks anyone out, never lets anyone in", tried by an attacker who can
+//! write the application secret, and by an operator who abandons a rotation.
+//!
+//! The alternating-users function holds the master secret, which can change
+//! any role's password: it must not act on whatever names the secret holds.
+
+use e2e::TestEnv;
+use serde_json::{Value, json};
+
+const OLD: &str = "Initial-Passw0rd-for-app";
+const VICTIM: &str = "Victims-0wn-Passw0rd";
+
+/// The superuser's secret as the master, and an alternating-users secret for
+/// `user` (a member of `readers`).
+async fn alternating_secret(env: &mut TestEnv, name: &str, user: &str) -> (String, String) {
+    let superuser = env.pg.superuser_password().to_owned();
+    let master_arn = env.create_secret(&format!("{name}-master"), &env.secret_json("postgres", &superuser)).await;
+    env.pg.set_password(user, OLD).await;
+    env.pg
+        .exec(&format!("CREATE ROLE readers NOLOGIN; GRANT readers TO {}", rotation_fn::sql::quote_ident(user)))
+        .await;
+    let mut value = env.secret_json(user, OLD);
+    value["masterarn"] = json!(master_arn);
+    (env.create_secret(name, &value).await, master_arn)
+}
+
+/// What someone who can write the app secret can do: a new AWSCURRENT.
+/// (Written, then labelled: moto's PutSecretValue with AWSCURRENT leaves the
+/// label on the old version too once a rotation has moved it.)
+async fn overwrite_current(env: &mut TestEnv, arn: &str, value: &Value) -> String {
+    if let Some(p) = value["password"].as_str() {
+        env.remember(p);
+    }
+    let out = env
+        .sm
+        .put_secret_value()
+        .secret_id(arn)
+        .secret_string(value.to_string())
+        .version_stages("FORGED")
+        .send()
+        .await
+        .expect("PutSecretValue");
+    let version = out.version_id().expect("version").to_owned();
+    let current = env.version_with(arn, "AWSCURRENT").await.expect("current");
+    env.sm
+        .update_secret_version_stage()
+        .secret_id(arn)
+        .version_stage("AWSCURRENT")
+        .move_to_version_id(&version)
+        .remove_from_version_id(current)
+        .send()
+        .await
+        .expect("UpdateSecretVersionStage");
+    version
+}
+
+#[tokio::test]
+async fn a_current_login_that_does_not_work_never_gets_the_master_to_act() {
+    let mut env = TestEnv::start_alternating().await;
+    let (arn, master_arn) = alternating_secret(&mut env, "deputy-a", "app").await;
+    env.pg.set_password("victim", VICTIM).await;
+    env.remember(VICTIM);
+    env.pg.exec("CREATE ROLE payroll NOLOGIN; GRANT payroll TO victim").await;
+    // The attacker names a role whose password they do not know.
+    let mut forged = env.secret_json("victim", "a-guess-at-the-password");
+    forged["masterarn"] = json!(master_arn);
+    let forged_version = overwrite_current(&mut env, &arn, &forged).await;
+    let log_before = env.pg.server_log().len();
+
+    let failure = env.rotate(&arn).await.expect_err("refused");
+    assert_eq!((failure.step, failure.error.error_type.as_str()), ("setSecret", "DatabaseAuthenticationFailed"));
+    let message = &failure.error.error_message;
+    assert!(message.contains("AWSCURRENT user \"victim\"") && message.contains("nothing was changed"), "{message}");
+    assert!(!env.pg.role_exists("victim_clone").await, "no clone with the victim's memberships was created");
+    assert_eq!(env.pg.login("victim", VICTIM).await, Ok(()), "the victim's password is untouched");
+    assert_eq!(env.version_with(&arn, "AWSCURRENT").await, Some(forged_version), "AWSCURRENT unchanged");
+    assert!(!env.pg.server_log()[log_before..].contains("ALTER ROLE"), "the master changed nothing");
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_clone_name_the_attacker_controls_cannot_reset_the_original() {
+    let mut env = TestEnv::start_alternating().await;
+    let (arn, master_arn) = alternating_secret(&mut env, "deputy-b", "app").await;
+    // `dba` is powerful; `dba_clone` is a login the attacker has (its name
+    // merely looks like a clone's), never paired with `dba`.
+    env.pg.set_password("dba", VICTIM).await;
+    env.remember(VICTIM);
+    env.pg.exec("GRANT pg_read_all_data TO dba").await;
+    env.pg.set_password("dba_clone", "Attackers-0wn-Passw0rd").await;
+    let mut forged = env.secret_json("dba_clone", "Attackers-0wn-Passw0rd");
+    forged["masterarn"] = json!(master_arn);
+    overwrite_current(&mut env, &arn, &forged).await;
+    let log_before = env.pg.server_log().len();
+
+    let failure = env.rotate(&arn).await.expect_err("refused");
+    assert_eq!((failure.step, failure.error.error_type.as_str()), ("setSecret", "InconsistentSecret"));
+    assert!(failure.error.error_message.contains("is not a member of \"dba\""), "{}", failure.error.error_message);
+    assert_eq!(env.pg.login("dba", VICTIM).await, Ok(()), "dba's password is untouched");
+    assert!(!env.pg.server_log()[log_before..].contains("ALTER ROLE"), "the master changed nothing");
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_pending_value_naming_another_user_is_refused() {
+    let mut env = TestEnv::start_alternating().await;
+    let (arn, master_arn) = alternating_secret(&mut env, "deputy-c", "app").await;
+    env.pg.set_password("victim", VICTIM).await;
+    env.remember(VICTIM);
+    // Between RotateSecret and createSecret, the attacker fills the placeholder.
+    let token = env.begin_rotation(&arn).await;
+    let mut forged = env.secret_json("victim", "Chosen-by-the-attacker-1");
+    forged["masterarn"] = json!(master_arn);
+    env.remember("Chosen-by-the-attacker-1");
+    env.sm
+        .put_secret_value()
+        .secret_id(&arn)
+        .client_request_token(&token)
+        .secret_string(forged.to_string())
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .expect("PutSecretValue");
+
+    let failure = env.resume(&arn, &token).await.expect_err("refused");
+    assert_eq!((failure.step, failure.error.error_type.as_str()), ("setSecret", "InconsistentSecret"));
+    assert!(
+        failure.error.error_message.contains("is not the alternate of AWSCURRENT"),
+        "{}",
+        failure.error.error_message
+    );
+    assert_eq!(env.pg.login("victim", VICTIM).await, Ok(()));
+    assert!(!env.pg.role_exists("app_clone").await);
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn an_existing_clone_with_powers_the_original_lacks_is_refused() {
+    let mut env = TestEnv::start_alternating().await;
+    let (arn, _) = alternating_secret(&mut env, "deputy-d", "app").await;
+    env.pg.exec("CREATE ROLE app_clone LOGIN CREATEROLE; GRANT app TO app_clone").await;
+    let failure = env.rotate(&arn).await.expect_err("refused");
+    assert_eq!((failure.step, failure.error.error_type.as_str()), ("setSecret", "InconsistentSecret"));
+    assert!(failure.error.error_message.contains("CREATEROLE"), "{}", failure.error.error_message);
+    assert!(!env.pg.server_log().contains("ALTER ROLE \"app_clone\" PASSWORD"), "its password was not set");
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn removing_masterarn_does_not_turn_alternating_users_into_single_user() {
+    let mut env = TestEnv::start_alternating().await;
+    let (arn, _) = alternating_secret(&mut env, "strategy", "app").await;
+    env.rotate(&arn).await.expect("the first rotation makes app_clone current");
+    let mut current = env.value(&arn, "AWSCURRENT").await.expect("current");
+    let clone_password = current["password"].as_str().expect("password").to_owned();
+    current.as_object_mut().expect("object").remove("masterarn");
+    overwrite_current(&mut env, &arn, &current).await;
+    let log_before = env.pg.server_log().len();
+
+    let failure = env.rotate(&arn).await.expect_err("refused");
+    assert_eq!((failure.step, failure.error.error_type.as_str()), ("createSecret", "InvalidSecret"));
+    assert!(failure.error.error_message.contains("ROTATION_STRATEGY=alternating-users needs key `masterarn`"));
+    let token = env.version_with(&arn, "AWSPENDING").await.expect("placeholder");
+    assert_eq!(env.version_value(&arn, &token).await, None, "no AWSPENDING value");
+    assert_eq!(env.pg.login("app_clone", &clone_password).await, Ok(()), "no password changed");
+    assert!(!env.pg.server_log()[log_before..].contains("ALTER ROLE"), "the database was not touched");
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn an_rds_managed_master_secret_is_accepted_as_masterarn() {
+    let mut env = TestEnv::start_alternating().await;
+    let superuser = env.pg.superuser_password().to_owned();
+    // What RDS writes with ManageMasterUserPassword: username and password only.
+    let master_arn = env.create_secret("rds-managed", &json!({"username": "postgres", "password": superuser})).await;
+    env.pg.set_password("app", OLD).await;
+    let mut value = env.secret_json("app", OLD);
+    value["masterarn"] = json!(master_arn);
+    let arn = env.create_secret("app-rds-master", &value).await;
+    env.rotate(&arn).await.expect("rotation with the RDS-managed master");
+    let current = env.value(&arn, "AWSCURRENT").await.expect("current");
+    assert_eq!(current["username"], "app_clone");
+    assert_eq!(env.pg.login("app_clone", current["password"].as_str().expect("pw")).await, Ok(()));
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn an_abandoned_single_user_rotation_is_recovered_from_its_unlabelled_version() {
+    let mut env = TestEnv::start().await;
+    let arn = env.create_user_and_secret("abandoned", "app", OLD).await;
+    env.rotate(&arn).await.expect("a first rotation, so AWSPREVIOUS exists");
+    // A rotation that sets the database, then is cancelled by an operator who
+    // removes AWSPENDING: the database now holds a password only an
+    // unlabelled version holds.
+    let abandoned = env.begin_rotation(&arn).await;
+    env.step("createSecret", &arn, &abandoned).await.expect("createSecret");
+    env.step("setSecret", &arn, &abandoned).await.expect("setSecret");
+    env.drop_pending(&arn, &abandoned).await;
+    let in_database = env.version_value(&arn, &abandoned).await.expect("value")["password"].clone();
+    assert_eq!(env.stages(&arn).await.get(&abandoned).map(Vec::len), Some(0), "unlabelled now");
+
+    let token = env.rotate(&arn).await.expect("the next rotation recovers");
+    let current = env.value(&arn, "AWSCURRENT").await.expect("current");
+    assert_eq!(env.version_with(&arn, "AWSCURRENT").await, Some(token));
+    assert_eq!(env.pg.login("app", current["password"].as_str().expect("pw")).await, Ok(()));
+    assert_eq!(env.pg.login("app", in_database.as_str().expect("pw")).await, Err("28P01".into()));
+    let output = env.function_output();
+    assert!(output.contains(&format!("logged in with unlabelled version {abandoned}")), "the log says which one");
+    env.assert_no_leaks().await;
+}
+
+/// The verifier is computed the way the server's own login prepares a
+/// password (SASLprep): a password SASLprep changes still logs in, and a
+/// rotation starting from it works.
+#[tokio::test]
+async fn a_password_that_saslprep_changes_logs_in_and_rotates() {
+    let mut env = TestEnv::start().await;
+    let unusual = "Pass\u{00AD}word\u{00A0}with\u{2168}-1";
+    let arn = env.create_user_and_secret("saslprep", "app", unusual).await;
+    assert_eq!(env.pg.login("app", unusual).await, Ok(()), "sqlx prepares the password as the server does");
+    env.rotate(&arn).await.expect("rotation from a SASLprep'd password");
+    let mut conn = env.pg.superuser().await;
+    let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+        .fetch_one(&mut conn)
+        .await
+        .expect("verifier");
+    assert!(stored.starts_with("SCRAM-SHA-256$4096:"), "PostgreSQL 15's fixed iteration count");
+    env.assert_no_leaks().await;
+}
