@@ -8,12 +8,19 @@ use db_secret::{TlsFloor, TlsSettingError, Trust, TrustError};
 use crate::password::{DEFAULT_EXCLUDE, DEFAULT_LENGTH, PasswordPolicy, PolicyError};
 use crate::strategy::Strategy;
 
+/// The rotation function's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `ROTATION_STRATEGY`, required.
     pub strategy: Strategy,
     /// `PASSWORD_LENGTH`, `EXCLUDE_CHARACTERS`.
     pub password: PasswordPolicy,
+    pub db: DbConfig,
+}
+
+/// How to reach databases: what rotating and provisioning both need.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
     /// `DB_TLS`: verified TLS unless the operator allows plain text.
     pub tls: TlsFloor,
     /// The platform's roots plus `DB_CA_BUNDLE`, if set.
@@ -56,6 +63,17 @@ impl Config {
         // An empty EXCLUDE_CHARACTERS means "exclude nothing", so read it raw.
         let exclude = var("EXCLUDE_CHARACTERS").unwrap_or_else(|| DEFAULT_EXCLUDE.to_owned());
         let password = PasswordPolicy::new(length, &exclude)?;
+        Ok(Self { strategy, password, db: DbConfig::from_lookup(var)? })
+    }
+}
+
+impl DbConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let set = |key: &str| var(key).filter(|v| !v.trim().is_empty());
         let tls = TlsFloor::from_setting("DB_TLS", set("DB_TLS").as_deref())?;
         let trust = match set("DB_CA_BUNDLE") {
             None => Trust::platform(),
@@ -64,7 +82,7 @@ impl Config {
                 Trust::with_bundle(&path, &pem)?
             }
         };
-        Ok(Self { strategy, password, tls, trust })
+        Ok(Self { tls, trust })
     }
 }
 
@@ -91,7 +109,7 @@ mod tests {
         let c = config(&[("ROTATION_STRATEGY", "single-user")]).expect("valid");
         assert_eq!(c.strategy, Strategy::SingleUser);
         assert_eq!(c.password, PasswordPolicy::default());
-        assert_eq!(c.tls, TlsFloor::verify_full("DB_TLS"));
+        assert_eq!(c.db.tls, TlsFloor::verify_full("DB_TLS"));
     }
 
     #[test]
@@ -104,7 +122,7 @@ mod tests {
         .expect("valid");
         assert_eq!(c.strategy, Strategy::AlternatingUsers);
         assert_eq!(c.password.length(), 48);
-        assert_eq!(c.tls.to_string(), "DB_TLS=allow-plaintext");
+        assert_eq!(c.db.tls.to_string(), "DB_TLS=allow-plaintext");
     }
 
     #[test]

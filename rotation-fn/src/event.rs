@@ -61,6 +61,8 @@ pub enum EventError {
     Missing(&'static str),
     #[error("unknown Step {0:?}: expected createSecret, setSecret, testSecret or finishSecret")]
     UnknownStep(String),
+    #[error("unknown RequestType {0:?}: expected Create, Update or Delete")]
+    UnknownRequest(String),
 }
 
 impl RotationEvent {

@@ -41,6 +41,7 @@ pub mod error;
 pub mod event;
 pub mod fault;
 pub mod password;
+pub mod provision;
 pub mod scram;
 pub mod sql;
 pub mod stages;
@@ -75,7 +76,7 @@ pub struct Rotator {
 
 impl Rotator {
     pub fn new(api: Arc<dyn SecretsApi>, config: Config) -> Self {
-        let connector = Connector::new(config.tls, config.trust.clone(), "rotation-fn");
+        let connector = Connector::new(config.db.tls, config.db.trust.clone(), "rotation-fn");
         Self { store: SecretStore::new(api), connector, config }
     }
 

@@ -9,29 +9,45 @@ use std::sync::Arc;
 
 use rotation_fn::Rotator;
 use rotation_fn::aws::AwsSecrets;
-use rotation_fn::config::Config;
+use rotation_fn::config::{Config, ConfigError, DbConfig};
 use rotation_fn::deadline::Deadline;
+use rotation_fn::provision::Provisioner;
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
+/// Lambda sets `_HANDLER` from the function's `handler` setting: `provision`
+/// makes this binary the deployment's database provisioner; anything else
+/// (the CDK app sets `bootstrap`) rotates.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_logging();
-    let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    if config.tls.disables_tls() {
-        tracing::warn!("DB_TLS=disable: connecting to databases without TLS (local development only)");
-    }
-    // One TLS stack for everything: rustls with ring, as sqlx uses.
+    let provisioning = std::env::var("_HANDLER").is_ok_and(|h| h == "provision");
+    let invalid = |e: &ConfigError| tracing::error!(error = %e, "invalid configuration");
+    // One TLS stack for everything: rustls with ring, as db-secret uses.
     let http = Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https();
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
     let api = Arc::new(AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&sdk)));
-    let rotator = Rotator::new(api, config);
-    let rotator = &rotator;
+    if provisioning {
+        let provisioner = &Provisioner::new(api, warn_if_plaintext(DbConfig::from_env().inspect_err(invalid)?));
+        return lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+            provisioner.handle(&event.payload, Deadline::from_epoch_millis(event.context.deadline)).await
+        }))
+        .await;
+    }
+    let mut config = Config::from_env().inspect_err(invalid)?;
+    config.db = warn_if_plaintext(config.db);
+    let rotator = &Rotator::new(api, config);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let deadline = Deadline::from_epoch_millis(event.context.deadline);
-        rotator.handle(&event.payload, deadline).await
+        rotator.handle(&event.payload, Deadline::from_epoch_millis(event.context.deadline)).await
     }))
     .await
+}
+
+fn warn_if_plaintext(db: DbConfig) -> DbConfig {
+    if db.tls.disables_tls() {
+        tracing::warn!("DB_TLS=disable: connecting to databases without TLS (local development only)");
+    }
+    db
 }
 
 /// JSON logs on stdout (CloudWatch). Dependencies that can print request or

@@ -143,7 +143,7 @@ impl StepContext<'_> {
         version: &str,
         secret: DbSecret,
     ) -> Result<DbSecret, RotationError> {
-        match self.config.tls.mode_for(&secret) {
+        match self.config.db.tls.mode_for(&secret) {
             Ok(_) => Ok(secret),
             Err(refused) => Err(RotationError::Refused {
                 arn: arn.to_owned(),

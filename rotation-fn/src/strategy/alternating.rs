@@ -111,7 +111,7 @@ pub async fn set(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Outcome, R
     let master = ctx.master(master_arn, &current).await?;
     check_master(ctx, &master, &current)?;
     let mut session = ctx.login(&master, Credential::Master).await?;
-    let facts = ServerFacts::read(&mut session, ctx).await?;
+    let facts = ServerFacts::read(&mut session, &ctx.deadline).await?;
     let base = base_username(&pending.username).to_owned();
     let clone = format!("{base}{CLONE_SUFFIX}");
 
@@ -143,7 +143,7 @@ pub async fn set(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Outcome, R
     }
     sync_memberships(&mut session, &base, &clone, clone_rows, facts, ctx).await?;
     // Setting it again on a retry is harmless: same password, fresh salt.
-    set_password(&mut session, facts, pending, ctx).await?;
+    set_password(&mut session, facts, pending, &ctx.deadline).await?;
     session.close().await;
     Ok(Outcome::PasswordSet)
 }

@@ -18,6 +18,7 @@ pub mod single_user;
 use db_secret::DbSecret;
 
 use crate::db::Session;
+use crate::deadline::Deadline;
 use crate::error::RotationError;
 use crate::scram;
 use crate::sql;
@@ -65,9 +66,9 @@ pub struct ServerFacts {
 }
 
 impl ServerFacts {
-    pub async fn read(session: &mut Session, ctx: &StepContext<'_>) -> Result<Self, RotationError> {
+    pub async fn read(session: &mut Session, deadline: &Deadline) -> Result<Self, RotationError> {
         let (version, iterations) = session
-            .run("reading server settings", &ctx.deadline, async |conn| {
+            .run("reading server settings", deadline, async |conn| {
                 sqlx::query_as::<_, (i32, Option<String>)>(sql::SERVER_SETTINGS).fetch_one(conn).await
             })
             .await?;
@@ -89,9 +90,9 @@ impl ServerFacts {
 pub async fn set_password(
     session: &mut Session,
     facts: ServerFacts,
-    pending: &DbSecret,
-    ctx: &StepContext<'_>,
+    secret: &DbSecret,
+    deadline: &Deadline,
 ) -> Result<(), RotationError> {
-    let verifier = scram::verifier(pending.password(), facts.scram_iterations);
-    session.execute(&sql::set_password(&pending.username, &verifier), &ctx.deadline).await
+    let verifier = scram::verifier(secret.password(), facts.scram_iterations);
+    session.execute(&sql::set_password(&secret.username, &verifier), deadline).await
 }

@@ -63,8 +63,8 @@ async fn change_own_password(
     pending: &DbSecret,
     ctx: &StepContext<'_>,
 ) -> Result<(), RotationError> {
-    let facts = ServerFacts::read(session, ctx).await?;
-    set_password(session, facts, pending, ctx).await
+    let facts = ServerFacts::read(session, &ctx.deadline).await?;
+    set_password(session, facts, pending, &ctx.deadline).await
 }
 
 /// AWSCURRENT and AWSPENDING were refused: find the login the database has.

@@ -1,0 +1,112 @@
+//! The database provisioner (`bootstrap` with `_HANDLER=provision`), as the
+//! CDK's custom resource runs it on a first deploy: logins for the owner and
+//! the app, DML-only for the app through default privileges, no manual SQL.
+
+use e2e::TestEnv;
+use serde_json::{Value, json};
+
+const APP: &str = "Provisioned-App-Passw0rd";
+const OWNER: &str = "Provisioned-Owner-Passw0rd";
+
+struct Stack {
+    master: String,
+    app: String,
+    owner: String,
+}
+
+/// A database `app`, the superuser's secret as the master, and the app and
+/// owner secrets the stack would generate; no role exists yet.
+async fn stack(env: &mut TestEnv) -> Stack {
+    env.pg.exec("CREATE DATABASE app").await;
+    let superuser = env.pg.superuser_password().to_owned();
+    let mut master = env.secret_json("postgres", &superuser);
+    master["dbname"] = json!("postgres");
+    let master = env.create_secret("stack/master", &master).await;
+    let mut app = env.secret_json("app", APP);
+    app["dbname"] = json!("app");
+    app["masterarn"] = json!(master);
+    let app = env.create_secret("stack/app", &app).await;
+    // Owner secret as a stack generates it: only a username and a password.
+    let owner = env.create_secret("stack/owner", &json!({"username": "app_owner", "password": OWNER})).await;
+    env.restart_function(&[("_HANDLER", "provision")]).await;
+    Stack { master, app, owner }
+}
+
+fn event(request: &str, s: &Stack) -> Value {
+    json!({
+        "RequestType": request,
+        "ResourceProperties": {
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:provider",
+            "MasterSecretArn": s.master, "AppSecretArn": s.app, "OwnerSecretArn": s.owner
+        }
+    })
+}
+
+/// Runs `sql` as `user` in database `app`; `Err` carries the SQLSTATE.
+async fn as_user(env: &TestEnv, user: &str, password: &str, sql: &str) -> Result<(), String> {
+    use sqlx::Connection as _;
+    let mut conn =
+        sqlx::PgConnection::connect_with(&env.pg.options(user, password, "app")).await.map_err(|e| e.to_string())?;
+    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut conn).await;
+    let _ = conn.close().await;
+    result.map(drop).map_err(|e| match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()).unwrap_or_default(),
+        other => other.to_string(),
+    })
+}
+
+#[tokio::test]
+async fn a_first_deploy_provisions_an_owner_and_a_dml_only_app_login() {
+    let mut env = TestEnv::start().await;
+    let s = stack(&mut env).await;
+    let out = env.invoke(&event("Create", &s)).await.expect("provisioned");
+    assert_eq!(out["PhysicalResourceId"], "db-logins/app/app/app_owner");
+    assert_eq!(out["Data"], json!({"AppUsername": "app", "OwnerUsername": "app_owner"}));
+
+    // The owner runs the schema; the app reads and writes, and nothing more.
+    as_user(&env, "app_owner", OWNER, "CREATE TABLE notes (id bigserial PRIMARY KEY, body text)")
+        .await
+        .expect("owner DDL");
+    as_user(&env, "app", APP, "INSERT INTO notes (body) VALUES ('hi'); SELECT * FROM notes").await.expect("app DML");
+    assert_eq!(as_user(&env, "app", APP, "CREATE TABLE mine (x int)").await, Err("42501".into()), "no DDL");
+    assert_eq!(as_user(&env, "app", APP, "DROP TABLE notes").await, Err("42501".into()), "no DDL");
+
+    // Alternating rotations: the clone inherits the app's DML.
+    env.restart_function(&[("ROTATION_STRATEGY", "alternating-users")]).await;
+    env.rotate(&s.app).await.expect("first rotation creates app_clone");
+    let current = env.value(&s.app, "AWSCURRENT").await.expect("current");
+    let clone_password = current["password"].as_str().expect("password").to_owned();
+    as_user(&env, "app_clone", &clone_password, "INSERT INTO notes (body) VALUES ('from the clone')")
+        .await
+        .expect("clone DML");
+
+    // An update (a redeploy) changes no password and keeps working.
+    env.restart_function(&[("_HANDLER", "provision")]).await;
+    env.invoke(&event("Update", &s)).await.expect("idempotent");
+    assert_eq!(env.pg.login("app_clone", &clone_password).await, Ok(()));
+    assert_eq!(env.pg.login("app", APP).await, Ok(()), "the app's password is the rotations' to change");
+    let out = env.invoke(&event("Delete", &s)).await.expect("delete");
+    assert_eq!(out["PhysicalResourceId"], "db-logins");
+    assert!(env.pg.role_exists("app").await && env.pg.role_exists("app_owner").await, "roles outlive the resource");
+    env.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_named_and_nothing_is_created() {
+    let mut env = TestEnv::start().await;
+    let s = stack(&mut env).await;
+    let mut incomplete = event("Create", &s);
+    incomplete["ResourceProperties"].as_object_mut().expect("object").remove("OwnerSecretArn");
+    let err = env.invoke(&incomplete).await.expect_err("refused");
+    assert_eq!(err.error_type, "InvalidEvent");
+    assert!(err.error_message.contains("ResourceProperties.OwnerSecretArn"), "{}", err.error_message);
+
+    // An owner that is the app user itself would give the app DDL.
+    let same = env.create_secret("stack/owner-is-app", &json!({"username": "app", "password": OWNER})).await;
+    let mut wrong = event("Create", &s);
+    wrong["ResourceProperties"]["OwnerSecretArn"] = json!(same);
+    let err = env.invoke(&wrong).await.expect_err("refused");
+    assert_eq!(err.error_type, "InconsistentSecret", "{}", err.error_message);
+    assert!(!env.pg.role_exists("app").await && !env.pg.role_exists("app_owner").await);
+    env.assert_no_leaks().await;
+}
