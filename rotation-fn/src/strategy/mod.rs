@@ -72,17 +72,18 @@ impl ServerFacts {
                 sqlx::query_as::<_, (i32, Option<String>)>(sql::SERVER_SETTINGS).fetch_one(conn).await
             })
             .await?;
-        let scram_iterations = iterations
-            .and_then(|i| i.trim().parse::<u32>().ok())
-            .filter(|&i| i > 0)
-            .unwrap_or(scram::DEFAULT_ITERATIONS);
-        Ok(Self { version, scram_iterations })
+        Ok(Self { version, scram_iterations: iterations_from(iterations.as_deref()) })
     }
 
     /// PostgreSQL 16 records ADMIN, INHERIT and SET per membership grant.
     pub fn per_grant_options(self) -> bool {
         self.version >= 160_000
     }
+}
+
+/// `scram_iterations` as the server reports it (absent before 16).
+fn iterations_from(setting: Option<&str>) -> u32 {
+    setting.and_then(|i| i.trim().parse::<u32>().ok()).filter(|&i| i > 0).unwrap_or(scram::DEFAULT_ITERATIONS)
 }
 
 /// Sets `pending`'s password as a SCRAM verifier computed here, with the
@@ -95,4 +96,18 @@ pub async fn set_password(
 ) -> Result<(), RotationError> {
     let verifier = scram::verifier(secret.password(), facts.scram_iterations);
     session.execute(&sql::set_password(&secret.username, &verifier), deadline).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_iteration_count_is_used_where_it_has_one() {
+        assert_eq!(iterations_from(None), 4096, "PostgreSQL 15 and older");
+        assert_eq!(iterations_from(Some("10000")), 10_000, "scram_iterations on 16+");
+        assert_eq!(iterations_from(Some("0")), 4096);
+        let facts = |version| ServerFacts { version, scram_iterations: 4096 };
+        assert!(!facts(150_008).per_grant_options() && facts(160_000).per_grant_options());
+    }
 }
