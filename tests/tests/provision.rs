@@ -5,7 +5,10 @@
 use e2e::TestEnv;
 use serde_json::{Value, json};
 
-const APP: &str = "Provisioned-App-Passw0rd";
+/// Not what the function would generate: SASLprep maps the soft hyphen to
+/// nothing, the no-break space to a space and U+2168 to "IX", as the server's
+/// login does; a verifier computed without it would not log in.
+const APP: &str = "Provisioned-App-Pass\u{00AD}w\u{00A0}rd-\u{2168}";
 const OWNER: &str = "Provisioned-Owner-Passw0rd";
 
 struct Stack {
@@ -62,6 +65,13 @@ async fn a_first_deploy_provisions_an_owner_and_a_dml_only_app_login() {
     let out = env.invoke(&event("Create", &s)).await.expect("provisioned");
     assert_eq!(out["PhysicalResourceId"], "db-logins/app/app/app_owner");
     assert_eq!(out["Data"], json!({"AppUsername": "app", "OwnerUsername": "app_owner"}));
+    assert_eq!(env.pg.login("app", APP).await, Ok(()), "the verifier was prepared as the server prepares logins");
+    let mut conn = env.pg.superuser().await;
+    let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+        .fetch_one(&mut conn)
+        .await
+        .expect("verifier");
+    assert!(stored.starts_with("SCRAM-SHA-256$4096:"), "PostgreSQL 15's iteration count: {stored:.20}");
 
     // The owner runs the schema; the app reads and writes, and nothing more.
     as_user(&env, "app_owner", OWNER, "CREATE TABLE notes (id bigserial PRIMARY KEY, body text)")

@@ -1,5 +1,7 @@
 //! "Never locks anyone out, never lets anyone in", tried by an attacker who can
 //! write the application secret, and by an operator who abandons a rotation.
+//! (SASLprep in the function's verifiers is proven in `provision.rs`, where
+//! the function sets a password it did not generate.)
 //!
 //! The alternating-users function holds the master secret, which can change
 //! any role's password: it must not act on whatever names the secret holds.
@@ -206,24 +208,5 @@ async fn an_abandoned_single_user_rotation_is_recovered_from_its_unlabelled_vers
     assert_eq!(env.pg.login("app", in_database.as_str().expect("pw")).await, Err("28P01".into()));
     let output = env.function_output();
     assert!(output.contains(&format!("logged in with unlabelled version {abandoned}")), "the log says which one");
-    env.assert_no_leaks().await;
-}
-
-/// The verifier is computed the way the server's own login prepares a
-/// password (SASLprep): a password SASLprep changes still logs in, and a
-/// rotation starting from it works.
-#[tokio::test]
-async fn a_password_that_saslprep_changes_logs_in_and_rotates() {
-    let mut env = TestEnv::start().await;
-    let unusual = "Pass\u{00AD}word\u{00A0}with\u{2168}-1";
-    let arn = env.create_user_and_secret("saslprep", "app", unusual).await;
-    assert_eq!(env.pg.login("app", unusual).await, Ok(()), "sqlx prepares the password as the server does");
-    env.rotate(&arn).await.expect("rotation from a SASLprep'd password");
-    let mut conn = env.pg.superuser().await;
-    let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
-        .fetch_one(&mut conn)
-        .await
-        .expect("verifier");
-    assert!(stored.starts_with("SCRAM-SHA-256$4096:"), "PostgreSQL 15's fixed iteration count");
     env.assert_no_leaks().await;
 }
