@@ -27,6 +27,7 @@ pub enum Tls {
 pub struct Postgres {
     dir: tempfile::TempDir,
     port: u16,
+    tls: Tls,
     child: Child,
     superuser_password: String,
 }
@@ -49,24 +50,17 @@ impl Postgres {
         .await;
 
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut server = as_postgres(&format!("{BIN}/postgres"));
-        server
-            .arg("-D")
-            .arg(dir.path().join("data"))
-            .args(["-c", &format!("port={port}"), "-c", &format!("listen_addresses={HOST}")])
-            .args(["-c", &format!("unix_socket_directories={}", dir.path().display())])
-            .args(["-c", "fsync=off", "-c", "log_statement=all", "-c", "log_connections=on"])
-            .args(["-c", "log_line_prefix=%m [%p] %u@%d "]);
-        if tls == Tls::On {
-            server.args(["-c", "ssl=on"]);
-            server.args(["-c", &format!("ssl_cert_file={}", dir.path().join("server.crt").display())]);
-            server.args(["-c", &format!("ssl_key_file={}", dir.path().join("server.key").display())]);
-        }
-        let child = server.stdout(Stdio::null()).stderr(log).kill_on_drop(true).spawn().expect("start postgres");
-        let pg = Postgres { dir, port, child, superuser_password };
+        let child = spawn_server(dir.path(), port, tls);
+        let pg = Postgres { dir, port, tls, child, superuser_password };
         pg.wait_ready().await;
         pg
+    }
+
+    /// Starts the server again after [`Self::stop`], on the same port and
+    /// data (a restart, a failover's return).
+    pub async fn start_again(&mut self) {
+        self.child = spawn_server(self.dir.path(), self.port, self.tls);
+        self.wait_ready().await;
     }
 
     pub fn port(&self) -> u16 {
@@ -156,9 +150,15 @@ impl Postgres {
         sqlx::query_scalar(rotation_fn::sql::MEMBERSHIPS).bind(role).fetch_all(&mut conn).await.expect("memberships")
     }
 
-    /// Stops the server (a test of an unreachable database).
+    /// Stops the server as `pg_ctl stop -m fast` does (SIGINT: sessions are
+    /// terminated, the server exits cleanly), or kills it if it lingers.
     pub async fn stop(&mut self) {
-        let _ = self.child.kill().await;
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status().await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
     }
 
     async fn wait_ready(&self) {
@@ -171,6 +171,26 @@ impl Postgres {
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
     }
+}
+
+/// The server with this harness's settings: TLS (when on), every statement
+/// and connection logged, appended to `server.log`.
+fn spawn_server(dir: &Path, port: u16, tls: Tls) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).expect("log file");
+    let mut server = as_postgres(&format!("{BIN}/postgres"));
+    server
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-c", &format!("port={port}"), "-c", &format!("listen_addresses={HOST}")])
+        .args(["-c", &format!("unix_socket_directories={}", dir.display())])
+        .args(["-c", "fsync=off", "-c", "log_statement=all", "-c", "log_connections=on"])
+        .args(["-c", "log_line_prefix=%m [%p] %u@%d "]);
+    if tls == Tls::On {
+        server.args(["-c", "ssl=on"]);
+        server.args(["-c", &format!("ssl_cert_file={}", dir.join("server.crt").display())]);
+        server.args(["-c", &format!("ssl_key_file={}", dir.join("server.key").display())]);
+    }
+    server.stdout(Stdio::null()).stderr(log).kill_on_drop(true).spawn().expect("start postgres")
 }
 
 fn as_postgres(program: &str) -> Command {
