@@ -219,3 +219,113 @@ async fn check_moto(url: &str) -> Result<(), StartError> {
         Err(_) => Err(fail("no answer within 5 s".into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt as _;
+    use serde_json::{Value, json};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// An endpoint whose moto is nowhere: only what never reaches moto works.
+    fn app() -> Arc<App> {
+        Arc::new(App::new(Config::new("http://127.0.0.1:9"), "http://127.0.0.1:4566"))
+    }
+
+    async fn send(app: &Arc<App>, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let response = router(app.clone()).oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn post(uri: &str, body: &str) -> Request<Body> {
+        Request::post(uri).body(Body::from(body.to_owned())).expect("request")
+    }
+
+    fn get(uri: &str) -> Request<Body> {
+        Request::get(uri).body(Body::empty()).expect("request")
+    }
+
+    fn secretsmanager(operation: &str, input: &Value) -> Request<Body> {
+        Request::post("/")
+            .header("x-amz-target", format!("secretsmanager.{operation}"))
+            .header("content-type", "application/x-amz-json-1.1")
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/secretsmanager/aws4_request",
+            )
+            .body(Body::from(input.to_string()))
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn an_injected_error_is_answered_as_aws_does_and_logged() {
+        let app = app();
+        let rule = r#"{"operation":"GetSecretValue","secret":"db","action":{"type":"error","code":"ThrottlingException"},"times":1}"#;
+        let (status, _, body) = send(&app, post("/_sm-local/faults", rule)).await;
+        assert_eq!((status, body), (StatusCode::CREATED, json!({"id": 1})));
+
+        let input = json!({"SecretId": "db", "VersionStage": "AWSCURRENT"});
+        let (status, headers, body) = send(&app, secretsmanager("GetSecretValue", &input)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(headers["x-amzn-errortype"], "ThrottlingException");
+        assert_eq!(body, json!({"__type": "ThrottlingException", "message": "Rate exceeded"}));
+
+        let (_, _, faults) = send(&app, get("/_sm-local/faults")).await;
+        assert_eq!(faults["faults"][0]["remaining"], 0);
+        assert_eq!(
+            faults["faults"][0]["action"],
+            json!({"type": "error", "code": "ThrottlingException", "status": 400})
+        );
+        let (_, _, calls) = send(&app, get("/_sm-local/calls?function=client")).await;
+        let call = &calls["calls"][0];
+        assert_eq!(call["operation"], "GetSecretValue");
+        assert_eq!(call["secret_id"], "db");
+        assert_eq!(call["version_stage"], "AWSCURRENT");
+        assert_eq!(
+            (call["status"].clone(), call["error"].clone(), call["fault"].clone()),
+            (json!(400), json!("ThrottlingException"), json!("error"))
+        );
+        let (_, _, none) = send(&app, get("/_sm-local/calls?function=rotation-fn")).await;
+        assert_eq!(none["calls"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn moto_out_of_reach_is_a_service_error_not_a_hang() {
+        let app = app();
+        let (status, headers, body) = send(&app, secretsmanager("ListSecrets", &json!({}))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers["x-amzn-errortype"], "ServiceUnavailable");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("cannot reach moto")), "{body}");
+    }
+
+    #[tokio::test]
+    async fn control_api_mistakes_are_answered_with_an_error() {
+        let app = app();
+        let (status, _, body) = send(&app, post("/_sm-local/faults", r#"{"operation":"GetSecretValue"}"#)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("action")), "{body}");
+        let zero = r#"{"operation":"GetSecretValue","action":{"type":"hang","ms":5},"times":0}"#;
+        let (status, _, body) = send(&app, post("/_sm-local/faults", zero)).await;
+        assert_eq!((status, body), (StatusCode::BAD_REQUEST, json!({"error": "times must be at least 1"})));
+        let (status, _, _) = send(&app, get("/_sm-local/rotations/no-such-token")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) = send(&app, get("/_sm-local/rotations/no-such-token?wait=soon")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _, _) = send(&app, get("/_sm-local/functions/nope")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn invoking_an_unknown_function_is_lambdas_404() {
+        let app = app();
+        let (status, headers, body) = send(&app, post("/2015-03-31/functions/nope/invocations", "{}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers["x-amzn-errortype"], "ResourceNotFoundException");
+        assert_eq!(body["message"], "Function not found: arn:aws:lambda:us-east-1:123456789012:function:nope");
+    }
+}
