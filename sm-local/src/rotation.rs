@@ -391,6 +391,10 @@ impl App {
         let name = described.get("Name").and_then(Value::as_str).unwrap_or_default().to_owned();
         let region = arn_region(&arn).unwrap_or(&request.region).to_owned();
         let existing = self.rotations.lock().secrets.get(&arn).cloned();
+        if request.trigger == Trigger::Schedule && !existing.as_ref().is_some_and(|e| e.enabled) {
+            // Cancelled between the schedule's claim and now.
+            return Err(AwsError::invalid_request("rotation is not enabled on the secret"));
+        }
 
         let lambda_arn = request
             .lambda_arn
