@@ -179,6 +179,25 @@ async fn a_failed_rotation_blocks_new_ones_and_resumes_when_retried_with_its_tok
 
     let (code, message) = refused_rotation(&env, &arn).await;
     assert_eq!((code.as_str(), message.as_str()), ("InvalidRequestException", PREVIOUS_INCOMPLETE));
+    // A second createSecret racing with another value is refused, as on AWS
+    // (moto alone would overwrite the pending value); the same value is an
+    // idempotent retry.
+    let intruder = "Intruding-Passw0rd-never-set";
+    env.remember(intruder);
+    let put = |value: Value| {
+        env.sm
+            .put_secret_value()
+            .secret_id(&arn)
+            .client_request_token(&token)
+            .secret_string(value.to_string())
+            .version_stages("AWSPENDING")
+            .send()
+    };
+    let err = put(env.secret_json("app", intruder)).await.expect_err("a different value");
+    assert_eq!(err.code(), Some("ResourceExistsException"));
+    let same = env.version_value(&arn, &token).await.expect("pending value");
+    put(same).await.expect("the same value again");
+    assert_eq!(env.password(&arn, "AWSPENDING").await, pending);
 
     // The retry with the same token resumes: createSecret finds its value
     // and writes nothing, so the password set by the first attempt wins.
