@@ -34,6 +34,7 @@ async fn a_function_past_its_timeout_is_killed_and_the_step_fails_as_lambda_repo
     let error = record.error.as_ref().expect("error");
     assert_eq!((error.step.as_str(), error.error_type.as_str()), ("createSecret", "Sandbox.Timedout"));
     assert!(error.error_message.ends_with("Task timed out after 2.00 seconds"), "{}", error.error_message);
+    assert_eq!(record.steps.len(), 1, "nothing runs after the failed step: {:?}", record.steps);
     assert!(stopped.elapsed() < Duration::from_secs(3), "killed at the timeout, not later: {:?}", stopped.elapsed());
     assert!(!std::path::Path::new(&format!("/proc/{hung}")).exists(), "the hung process was killed");
     let stats = env.endpoint.function_stats(SINGLE).expect("stats");
@@ -64,6 +65,8 @@ async fn a_process_killed_mid_invocation_fails_the_step_and_a_new_one_takes_over
     let error = record.error.as_ref().expect("error");
     assert_eq!((error.step.as_str(), error.error_type.as_str()), ("createSecret", "Runtime.ExitError"));
     assert!(error.error_message.contains("Runtime exited with error: signal: killed"), "{}", error.error_message);
+    let steps: Vec<_> = record.steps.iter().map(|s| (s.step.as_str(), s.status)).collect();
+    assert_eq!(steps, [("createSecret", "failed")], "nothing runs after the failed step");
     assert_eq!(env.endpoint.function_stats(SINGLE).expect("stats").crashes, 1);
 
     env.sm.rotate_secret().secret_id(&arn).client_request_token(&token).send().await.expect("retry");

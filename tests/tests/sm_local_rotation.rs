@@ -143,9 +143,13 @@ async fn a_second_rotation_is_refused_while_the_first_runs() {
 
     let (code, message) = refused_rotation(&env, &arn).await;
     assert_eq!((code.as_str(), message.as_str()), ("InvalidRequestException", PREVIOUS_INCOMPLETE));
+    // Its own token again (a client's retry) is accepted, and runs nothing twice.
+    let same = env.sm.rotate_secret().secret_id(&arn).client_request_token(&first).send().await.expect("same token");
+    assert_eq!(same.version_id(), Some(first.as_str()));
 
     let record = env.wait(&first).await;
     assert_eq!(record.status, RotationStatus::Succeeded, "the refusal did not disturb the first: {record:?}");
+    assert_eq!(record.attempts, 1, "no second run of the same rotation: {record:?}");
     let next = env.rotate_secret(&arn, SINGLE).await;
     assert_eq!(env.wait(&next).await.status, RotationStatus::Succeeded, "accepted once the first finished");
     assert_eq!(env.version_with(&arn, "AWSPREVIOUS").await.as_deref(), Some(first.as_str()));
