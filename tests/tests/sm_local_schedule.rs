@@ -99,7 +99,7 @@ async fn a_schedule_rotates_by_itself_retries_what_failed_and_stops_when_cancell
         env.wait(&record.token).await;
     }
     let settled = env.endpoint.rotations(Some(&arn));
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // one and a half intervals
     assert_eq!(env.endpoint.rotations(Some(&arn)).len(), settled.len(), "no rotation after the cancel");
     let described = env.sm.describe_secret().secret_id(&arn).send().await.expect("DescribeSecret");
     assert_eq!(described.rotation_enabled(), Some(false));
@@ -113,10 +113,10 @@ async fn a_schedule_rotates_by_itself_retries_what_failed_and_stops_when_cancell
     // A cancel that lands between setSecret and finishSecret leaves the
     // database on that rotation's pending password, as it would on AWS.
     let mut logins = vec![env.password(&arn, "AWSCURRENT").await];
-    if let Some(cancelled) = settled.last().filter(|r| r.status == RotationStatus::Cancelled) {
-        if let Some(pending) = env.version_value(&arn, &cancelled.token).await {
-            logins.push(pending["password"].as_str().expect("password").to_owned());
-        }
+    if let Some(cancelled) = settled.last().filter(|r| r.status == RotationStatus::Cancelled)
+        && let Some(pending) = env.version_value(&arn, &cancelled.token).await
+    {
+        logins.push(pending["password"].as_str().expect("password").to_owned());
     }
     let mut accepted = Vec::new();
     for password in &logins {
