@@ -431,6 +431,9 @@ impl App {
             trigger: request.trigger,
         };
 
+        // The labels alone miss one moment of a running rotation: after
+        // finishSecret moved AWSCURRENT, before AWSPENDING is removed, it
+        // looks finished. So a running rotation refuses on its own.
         if let Some(running) = existing.as_ref().and_then(|e| e.running.as_ref()) {
             if running.token == token {
                 return Ok(run); // that very rotation is running: nothing to add
