@@ -7,6 +7,7 @@ set -euo pipefail
 
 PG_BIN=/usr/lib/postgresql/15/bin
 MOTO_VERSION=5.2.1
+AWSCLI_VERSION=1.45.11
 NEXTEST_VERSION=0.9.143
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -16,6 +17,7 @@ apt_packages=()
 command -v openssl >/dev/null || apt_packages+=(openssl)
 command -v curl >/dev/null || apt_packages+=(curl ca-certificates)
 command -v setpriv >/dev/null || apt_packages+=(util-linux)
+command -v aws >/dev/null || python3 -c 'import ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${apt_packages[*]}"
   as_root apt-get update -qq
@@ -30,6 +32,15 @@ if ! command -v moto_server >/dev/null || ! python3 -c 'import moto, flask' 2>/d
   # pyenv only finds a new console script after a rehash.
   if command -v pyenv >/dev/null; then pyenv rehash; fi
   command -v moto_server >/dev/null || { echo "install-deps: moto_server is not on PATH after pip install" >&2; exit 1; }
+fi
+
+# The sm-local tests drive the real aws CLI (v1). A venv, because Debian's own
+# python3 refuses a global pip install.
+if ! command -v aws >/dev/null; then
+  echo "install-deps: awscli==$AWSCLI_VERSION into /opt/awscli (a venv), linked as /usr/local/bin/aws"
+  as_root python3 -m venv /opt/awscli
+  as_root /opt/awscli/bin/pip install -q --disable-pip-version-check "awscli==$AWSCLI_VERSION"
+  as_root ln -sf /opt/awscli/bin/aws /usr/local/bin/aws
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

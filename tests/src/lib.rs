@@ -9,6 +9,7 @@ pub mod moto;
 pub mod postgres;
 pub mod process;
 pub mod runtime_api;
+pub mod sm_local;
 pub mod web_app;
 
 use std::collections::{BTreeSet, HashMap};
