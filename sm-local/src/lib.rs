@@ -53,10 +53,12 @@ use axum::routing::{any, post};
 use tokio::task::JoinHandle;
 
 use crate::app::App;
+pub use crate::aws::AwsError;
 pub use crate::calls::CallRecord;
 pub use crate::config::{Config, ConfigError, FunctionConfig};
 pub use crate::faults::{Action, FaultError, FaultRule, FaultSpec};
 pub use crate::lambda::{FunctionError, FunctionStats};
+use crate::rotation::StartRequest;
 pub use crate::rotation::{RotationRecord, RotationStatus, STEPS, StepFailure, StepRecord, Trigger};
 
 /// How often the rotation schedules are looked at.
@@ -173,6 +175,41 @@ impl SmLocal {
     /// passes) and returns it as it is then.
     pub async fn wait_rotation(&self, token: &str, timeout: Duration) -> Option<RotationRecord> {
         self.app.rotations.wait(token, timeout).await
+    }
+
+    /// For a harness that plays Secrets Manager step by step: what
+    /// RotateSecret with `token` and `function` would do before invoking the
+    /// function (refuse while another rotation is unfinished, add the
+    /// placeholder), and nothing more. The caller invokes the steps with
+    /// [`SmLocal::invoke`]; a RotateSecret with the same token runs them all.
+    pub async fn prepare_rotation(&self, secret_id: &str, token: &str, function: &str) -> Result<(), AwsError> {
+        let request = StartRequest {
+            secret_id: secret_id.to_owned(),
+            token: Some(token.to_owned()),
+            lambda_arn: Some(self.lambda_arn(function)),
+            rules: None,
+            rotate_immediately: true,
+            trigger: Trigger::Harness,
+            region: self.app.config.region.clone(),
+        };
+        self.app.prepare_rotation(request).await
+    }
+
+    /// Invokes `function` with `payload` as Lambda's Invoke does (cold start,
+    /// timeout, crash and error reporting included).
+    pub async fn invoke(
+        &self,
+        function: &str,
+        payload: &serde_json::Value,
+    ) -> Result<serde_json::Value, FunctionError> {
+        let Some(f) = self.app.functions.get(function) else {
+            return Err(FunctionError {
+                error_type: "ResourceNotFoundException".into(),
+                error_message: format!("Function not found: {function}"),
+            });
+        };
+        let answer = f.invoke(axum::body::Bytes::from(payload.to_string())).await?;
+        Ok(serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null))
     }
 
     pub fn function_stats(&self, name: &str) -> Option<FunctionStats> {

@@ -67,6 +67,10 @@ pub enum RotationStatus {
 pub enum Trigger {
     RotateSecret,
     Schedule,
+    /// A test harness that plays Secrets Manager step by step: admission and
+    /// placeholder as for RotateSecret, but the steps are the caller's to
+    /// invoke (a later RotateSecret with the same token runs them all).
+    Harness,
 }
 
 /// One rotation (one token), as `GET /_sm-local/rotations/{token}` shows it.
@@ -374,6 +378,12 @@ struct Run {
 
 impl App {
     /// RotateSecret: answers as soon as the rotation is started.
+    /// RotateSecret's admission and placeholder without its steps; see [`Trigger::Harness`].
+    pub async fn prepare_rotation(self: &Arc<Self>, mut request: StartRequest) -> Result<(), AwsError> {
+        request.trigger = Trigger::Harness;
+        self.start_rotation(request).await.map(drop)
+    }
+
     pub async fn rotate_secret(self: &Arc<Self>, request: StartRequest) -> Result<Value, AwsError> {
         let run = self.start_rotation(request).await?;
         Ok(json!({ "ARN": run.arn, "Name": run.name, "VersionId": run.token }))
@@ -471,7 +481,7 @@ impl App {
         secret.enabled = true;
         secret.anchor = now;
         drop(inner);
-        if start_steps {
+        if start_steps && run.trigger != Trigger::Harness {
             self.spawn_rotation(run.clone());
         }
         Ok(run)

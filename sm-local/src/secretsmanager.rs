@@ -130,7 +130,7 @@ async fn dispatch(app: &Arc<App>, call: &Call<'_>, body: Bytes) -> Response<Body
             forward(app, call, body).await
         }
         "PutSecretValue" => match refuse_overwrite(app, call.region, call.input).await {
-            Ok(()) => forward(app, call, body).await,
+            Ok(()) => put_current_once(app, call, body).await,
             Err(e) => Err(e),
         },
         _ => forward(app, call, body).await,
@@ -182,6 +182,50 @@ fn with_current_stage(input: &Value) -> Option<Value> {
     let mut input = input.clone();
     input["VersionStage"] = json!(CURRENT);
     Some(input)
+}
+
+/// PutSecretValue that labels the new version AWSCURRENT (its default): on
+/// AWS the old AWSCURRENT becomes AWSPREVIOUS. moto relabels the version it
+/// last *created* as current, so once a rotation has moved AWSCURRENT (with
+/// UpdateSecretVersionStage) two versions end up AWSCURRENT. The label is
+/// taken off the version that held it before, which moto then marks
+/// AWSPREVIOUS, as AWS does.
+async fn put_current_once(app: &App, call: &Call<'_>, body: Bytes) -> Result<Response<Body>, AwsError> {
+    let stages = call.input.get("VersionStages").and_then(Value::as_array);
+    let labels_current = stages.is_none_or(|s| s.iter().any(|v| v.as_str() == Some(CURRENT)));
+    let secret = call.input.get("SecretId").and_then(Value::as_str).unwrap_or_default();
+    let before = if labels_current { current_version(app, call.region, secret).await } else { None };
+    let response = forward(app, call, body).await?;
+    if !response.status().is_success() {
+        return Ok(response);
+    }
+    let (parts, bytes) = response.into_parts();
+    let bytes = axum::body::to_bytes(bytes, usize::MAX).await.unwrap_or_default();
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let new = answer.get("VersionId").and_then(Value::as_str);
+    if let (Some(old), Some(new)) = (before, new)
+        && old != new
+    {
+        let described = app.upstream.call(call.region, "DescribeSecret", &json!({"SecretId": secret})).await?;
+        let still_current = described
+            .pointer(&format!("/VersionIdsToStages/{old}"))
+            .and_then(Value::as_array)
+            .is_some_and(|s| s.iter().any(|v| v.as_str() == Some(CURRENT)));
+        if still_current {
+            let input = json!({"SecretId": secret, "VersionStage": CURRENT, "RemoveFromVersionId": old});
+            app.upstream.call(call.region, "UpdateSecretVersionStage", &input).await?;
+        }
+    }
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+async fn current_version(app: &App, region: &str, secret: &str) -> Option<String> {
+    let described = app.upstream.call(region, "DescribeSecret", &json!({"SecretId": secret})).await.ok()?;
+    let versions = described.get("VersionIdsToStages")?.as_object()?;
+    versions
+        .iter()
+        .find(|(_, s)| s.as_array().is_some_and(|s| s.iter().any(|v| v.as_str() == Some(CURRENT))))
+        .map(|(id, _)| id.clone())
 }
 
 /// PutSecretValue with a token whose version already holds a different
