@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { rdsCaBundlePem, rdsRootCertificates } from '../lib/rds-ca-bundle';
@@ -97,7 +98,10 @@ describe('web app image build context', () => {
     fs.mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
     fs.writeFileSync(path.join(root, file), text);
   };
-  for (const file of ['Dockerfile', '.dockerignore']) fs.copyFileSync(path.join(repo, file), path.join(root, file));
+  for (const file of ['Dockerfile', '.dockerignore', 'docker/stub-workspace-members.sh']) {
+    fs.mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
+    fs.copyFileSync(path.join(repo, file), path.join(root, file));
+  }
   write('Cargo.toml', '[workspace]\nmembers = ["db-secret", "rotation-fn", "web-app", "sm-local", "tests"]\n');
   write('Cargo.lock', '# lock\n');
   for (const member of ['db-secret', 'rotation-fn', 'web-app', 'sm-local', 'tests']) {
@@ -127,6 +131,7 @@ describe('web app image build context', () => {
     'README.md',
     'web-app/README.md',
     'docker/base-images.sh',
+    'docker/README.md',
     'tests/docker/test-image.sh',
     'target/release/web-app',
     '.git/HEAD',
@@ -145,9 +150,44 @@ describe('web app image build context', () => {
     'tests/Cargo.toml',
     'rotation-fn/Cargo.toml',
     'Dockerfile',
+    'docker/stub-workspace-members.sh',
   ]) {
     it(`a change to ${file} changes the image`, () => assert.equal(changes(file), true));
   }
+});
+
+describe('docker/stub-workspace-members.sh', () => {
+  it('gives members without sources an empty crate with every declared target, and leaves the others alone', () => {
+    const ws = fs.mkdtempSync(path.join(os.tmpdir(), 'stub-members-'));
+    const write = (file: string, text: string) => {
+      fs.mkdirSync(path.dirname(path.join(ws, file)), { recursive: true });
+      fs.writeFileSync(path.join(ws, file), text);
+    };
+    write('web-app/Cargo.toml', '[package]\nname = "web-app"\n');
+    write('web-app/src/main.rs', 'real source\n');
+    write('rotation-fn/Cargo.toml', '[package]\nname = "rotation-fn"\n\n[lib]\nname = "rotation_fn"\npath = "src/lib.rs"\n\n[[bin]]\nname = "bootstrap"\npath = "src/main.rs"\n');
+    write(
+      'tests/Cargo.toml',
+      '[package]\nname = "e2e"\n\n[dependencies]\nx = "1"\n\n[[bench]]\nname = "rotation"\nharness = false\n\n[[test]]\nname = "it"\npath = "tests/it/main.rs"\n\n[[bin]]\nname = "tool"\n',
+    );
+    execFileSync('sh', [path.resolve(__dirname, '..', '..', 'docker', 'stub-workspace-members.sh')], { cwd: ws });
+    const files = (dir: string): string[] =>
+      fs.readdirSync(path.join(ws, dir), { recursive: true, withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => path.relative(ws, path.join(e.parentPath, e.name)))
+        .sort();
+    assert.deepEqual(files('web-app'), ['web-app/Cargo.toml', 'web-app/src/main.rs']);
+    assert.equal(fs.readFileSync(path.join(ws, 'web-app/src/main.rs'), 'utf8'), 'real source\n');
+    assert.deepEqual(files('rotation-fn'), ['rotation-fn/Cargo.toml', 'rotation-fn/src/lib.rs', 'rotation-fn/src/main.rs']);
+    assert.deepEqual(files('tests'), [
+      'tests/Cargo.toml',
+      'tests/benches/rotation.rs',
+      'tests/src/bin/tool.rs',
+      'tests/src/lib.rs',
+      'tests/src/main.rs',
+      'tests/tests/it/main.rs',
+    ]);
+  });
 });
 
 describe('RDS CA bundle', () => {
