@@ -283,7 +283,12 @@ export class Operations extends Construct {
         width: 24,
         logGroupNames: rotationLogs,
         view: cloudwatch.LogQueryVisualizationType.TABLE,
-        queryLines: ['fields @timestamp, @log, level, step, outcome, errorType, message', 'sort @timestamp desc', 'limit 50'],
+        // The function logs JSON with its span (step, secret, token) and the event's fields.
+        queryLines: [
+          'fields @timestamp, @log, span.step, fields.message, fields.kind, fields.transient, fields.duration_ms',
+          'sort @timestamp desc',
+          'limit 50',
+        ],
       }),
     );
     this.dashboard.addWidgets(new cloudwatch.AlarmStatusWidget({ title: 'Alarms', width: 24, alarms: this.alarms }));

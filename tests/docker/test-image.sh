@@ -143,10 +143,11 @@ secret() { # name user password
 secret image-test/db app "$pw"
 secret image-test/owner app_owner "$owner_pw"
 ADMIN_PORT=$((APP_PORT + 1))
-# TLS is tested end to end elsewhere (tests/tests/rotation_tls.rs); this server has none.
+# This server has no TLS: the secrets say "ssl": false, which allow-plaintext honours
+# (TLS is tested end to end in tests/tests/rotation_tls.rs).
 hardening=(--network host --read-only --cap-drop ALL --security-opt no-new-privileges --tmpfs /tmp:rw,noexec,nosuid,size=8m
   -e AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" -e AWS_REGION -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY
-  -e AWS_EC2_METADATA_DISABLED -e APP_DB_TLS=disable)
+  -e AWS_EC2_METADATA_DISABLED -e APP_DB_TLS=allow-plaintext)
 migrate_out=$("$DOCKER" run --rm "${hardening[@]}" -e APP_OWNER_SECRET_ID=image-test/owner "$IMAGE" migrate 2>&1) && migrated=0 || migrated=$?
 check "web-app migrate applies the schema as the owner and exits 0 ($migrated)" test "$migrated" = 0
 check "the schema's tables belong to the owner" bash -c \
