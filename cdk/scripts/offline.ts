@@ -101,7 +101,7 @@ export interface Synthesis extends OfflineApp {
  * they resolve logical ids and references against.
  */
 export function synthesise(context: Record<string, unknown> = {}): Synthesis {
-  const cacheRoot = process.env[SYNTH_CACHE_ENV];
+  const cacheRoot = process.env[SYNTH_CACHE_ENV] || undefined; // empty = unset
   const key = createHash('sha256').update(JSON.stringify(context)).digest('hex').slice(0, 16);
   const cached = cacheRoot ? path.join(cacheRoot, key) : undefined;
   if (cached && fs.existsSync(path.join(cached, 'manifest.json'))) {
