@@ -3,6 +3,12 @@
 # manager) runs it as UID 65532. The rotation function is not in this image: it ships as a
 # Lambda zip.
 #
+# The build context is an allowlist (.dockerignore): the workspace manifests, the lock file,
+# the sources of web-app and db-secret, and docker/stub-workspace-members.sh. Workspace
+# members whose sources are not in the context (rotation-fn, sm-local, tests) get an empty
+# stub crate from that script, so cargo can load the workspace and `--locked` checks the
+# real Cargo.lock, while their sources never reach the image nor its hash.
+#
 # Base images are build arguments, pinned by version. Without registry access, build them
 # locally first (docker/base-images.sh) and point the arguments at them:
 #   docker build --build-arg BUILDER_IMAGE=local/rust-builder:bookworm \
@@ -18,22 +24,22 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${BUILDER_IMAGE} AS build
 WORKDIR /src
-# The workspace manifests first: the dependency graph every member needs to resolve.
-COPY Cargo.toml Cargo.lock ./
-COPY rotation-fn ./rotation-fn
-COPY tests ./tests
-COPY web-app ./web-app
+# Everything the allowlist admits: manifests, lock file, web-app's and db-secret's sources.
+COPY . ./
 RUN --mount=type=secret,id=cacert \
     --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    if [ -s /run/secrets/cacert ]; then export CARGO_HTTP_CAINFO=/run/secrets/cacert; fi \
+    sh docker/stub-workspace-members.sh \
+ && if [ -s /run/secrets/cacert ]; then export CARGO_HTTP_CAINFO=/run/secrets/cacert; fi \
  && cargo build --release --locked -p web-app --bin web-app \
  && cp target/release/web-app /usr/local/bin/web-app
 
 FROM ${RUNTIME_IMAGE}
 COPY --from=build /usr/local/bin/web-app /usr/local/bin/web-app
 USER 65532:65532
-EXPOSE 8080
+# 8080: the public listener (load balancer). 9090: the admin listener (metrics, whoami);
+# set APP_ADMIN_LISTEN_ADDR=0.0.0.0:9090 and publish it to the host's loopback only.
+EXPOSE 8080 9090
 # The binary probes its own /health: no shell or curl needed in the image.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/web-app", "healthcheck"]

@@ -1,14 +1,18 @@
 // The network path, in one place: who may talk to whom, on which port.
 //
-//   rotation function ──5432──▶ database ◀──5432── web app instance
-//          │                                         │  │   │
-//          └──443──▶ Secrets Manager endpoint ◀──443─┘  │   └─443─▶ S3 (gateway: ECR layers, dnf)
-//                                                       └─443─▶ ECR + SSM endpoints
+//   clients (appIngressCidr) ──80──▶ internal load balancer ──8080──▶ web app instances
+//
+//   rotation functions, ──5432──▶ database ◀──5432── web app instances
+//   provisioner  │                                     │  │   │
+//                └──443──▶ Secrets Manager endpoint ◀──┘  │   └─443─▶ S3 (gateway: ECR layers, dnf)
+//                                                         └─443─▶ ECR, SSM, SSM messages,
+//                                                                 CloudWatch Logs, CloudFormation endpoints
 //
 // Every subnet is isolated: no internet gateway, no NAT. AWS APIs are reached
-// through VPC endpoints only, and every security group starts with no egress.
+// through VPC endpoints only, every endpoint has a policy naming who may use it
+// for what, and every security group starts with no egress.
 
-import { Stack } from 'aws-cdk-lib';
+import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
@@ -20,6 +24,8 @@ export interface NetworkProps {
   readonly availabilityZones?: string[];
   readonly appIngressCidr: string;
   readonly appPort: number;
+  /** The load balancer's listener port, the one `appIngressCidr` reaches. */
+  readonly listenerPort: number;
   readonly dbPort: number;
   readonly logRetentionDays: number;
   readonly encryptionKey?: kms.IKey;
@@ -34,13 +40,16 @@ export class Network extends Construct {
   readonly databaseSecurityGroup: ec2.SecurityGroup;
   readonly rotationSecurityGroup: ec2.SecurityGroup;
   readonly appSecurityGroup: ec2.SecurityGroup;
+  readonly loadBalancerSecurityGroup: ec2.SecurityGroup;
   readonly secretsManagerEndpoint: ec2.InterfaceVpcEndpoint;
   readonly secretsManagerEndpointSecurityGroup: ec2.SecurityGroup;
   readonly hostEndpointsSecurityGroup: ec2.SecurityGroup;
+  /** The interface endpoints only the web app instances use, by name (see HOST_SERVICES). */
+  readonly hostEndpoints: Record<HostService, ec2.InterfaceVpcEndpoint>;
   readonly s3Endpoint: ec2.GatewayVpcEndpoint;
   readonly flowLogGroup: logs.LogGroup;
-  /** The one subnet the web app instance and its ECR/SSM endpoints live in. */
-  readonly appSubnet: ec2.ISubnet;
+  /** The subnets (one per zone) of the load balancer, the instances and their endpoints. */
+  readonly appSubnets: ec2.SubnetSelection;
 
   constructor(scope: Construct, id: string, props: NetworkProps) {
     super(scope, id);
@@ -56,11 +65,12 @@ export class Network extends Construct {
       subnetConfiguration: [isolated(SUBNETS.database), isolated(SUBNETS.rotation), isolated(SUBNETS.app)],
       restrictDefaultSecurityGroup: true,
     });
-    this.appSubnet = this.vpc.selectSubnets({ subnetGroupName: SUBNETS.app }).subnets[0];
+    this.appSubnets = { subnetGroupName: SUBNETS.app };
 
     this.flowLogGroup = new logs.LogGroup(this, 'FlowLogs', {
       retention: props.logRetentionDays as logs.RetentionDays,
       encryptionKey: props.encryptionKey,
+      removalPolicy: RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
     });
     this.vpc.addFlowLog('FlowLog', {
       destination: ec2.FlowLogDestination.toCloudWatchLogs(this.flowLogGroup),
@@ -71,9 +81,10 @@ export class Network extends Construct {
       new ec2.SecurityGroup(this, name, { vpc: this.vpc, description, allowAllOutbound: false });
     this.databaseSecurityGroup = sg('DatabaseSg', 'PostgreSQL: reachable from the rotation function and the web app only');
     this.rotationSecurityGroup = sg('RotationSg', 'Rotation functions: database port and Secrets Manager endpoint only');
-    this.appSecurityGroup = sg('AppSg', 'Web app instance: app port from the configured CIDR; database and AWS endpoints out');
-    this.secretsManagerEndpointSecurityGroup = sg('SecretsManagerEndpointSg', 'Secrets Manager endpoint: HTTPS from the function and the app');
-    this.hostEndpointsSecurityGroup = sg('HostEndpointsSg', 'ECR and SSM endpoints: HTTPS from the web app instance only');
+    this.appSecurityGroup = sg('AppSg', 'Web app instances: app port from the load balancer; database and AWS endpoints out');
+    this.loadBalancerSecurityGroup = sg('LoadBalancerSg', 'Internal load balancer: listener from the configured CIDR; app port to the instances');
+    this.secretsManagerEndpointSecurityGroup = sg('SecretsManagerEndpointSg', 'Secrets Manager endpoint: HTTPS from the functions and the app');
+    this.hostEndpointsSecurityGroup = sg('HostEndpointsSg', 'ECR, SSM, Logs and CloudFormation endpoints: HTTPS from the web app instances only');
 
     const db = ec2.Port.tcp(props.dbPort);
     const https = ec2.Port.tcp(443);
@@ -81,8 +92,13 @@ export class Network extends Construct {
     this.appSecurityGroup.connections.allowTo(this.databaseSecurityGroup, db, 'web app to PostgreSQL');
     this.rotationSecurityGroup.connections.allowTo(this.secretsManagerEndpointSecurityGroup, https, 'rotation function to Secrets Manager');
     this.appSecurityGroup.connections.allowTo(this.secretsManagerEndpointSecurityGroup, https, 'web app to Secrets Manager');
-    this.appSecurityGroup.connections.allowTo(this.hostEndpointsSecurityGroup, https, 'web app host to ECR and SSM');
-    this.appSecurityGroup.addIngressRule(ec2.Peer.ipv4(props.appIngressCidr), ec2.Port.tcp(props.appPort), 'app port from the configured CIDR');
+    this.appSecurityGroup.connections.allowTo(this.hostEndpointsSecurityGroup, https, 'web app hosts to their AWS endpoints');
+    this.loadBalancerSecurityGroup.connections.allowTo(this.appSecurityGroup, ec2.Port.tcp(props.appPort), 'load balancer to the app port');
+    this.loadBalancerSecurityGroup.addIngressRule(
+      ec2.Peer.ipv4(props.appIngressCidr),
+      ec2.Port.tcp(props.listenerPort),
+      'listener from the configured CIDR',
+    );
 
     this.secretsManagerEndpoint = this.vpc.addInterfaceEndpoint('SecretsManager', {
       service: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
@@ -92,24 +108,19 @@ export class Network extends Construct {
       subnets: { subnetGroupName: SUBNETS.rotation },
     });
 
-    // The instance needs ECR (image pull) and SSM (operator access). It lives in
-    // one subnet, so these endpoints are created in that subnet's zone only.
-    const hostServices: Record<string, ec2.InterfaceVpcEndpointAwsService> = {
-      EcrApi: ec2.InterfaceVpcEndpointAwsService.ECR,
-      EcrDocker: ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
-      Ssm: ec2.InterfaceVpcEndpointAwsService.SSM,
-      SsmMessages: ec2.InterfaceVpcEndpointAwsService.SSM_MESSAGES,
-      Ec2Messages: ec2.InterfaceVpcEndpointAwsService.EC2_MESSAGES,
-    };
-    for (const [name, service] of Object.entries(hostServices)) {
-      this.vpc.addInterfaceEndpoint(name, {
-        service,
+    // What the instances reach, in the zones they run in. Each endpoint's
+    // policy is set by restrictHostEndpoints() once the role exists.
+    const endpoints: Partial<Record<HostService, ec2.InterfaceVpcEndpoint>> = {};
+    for (const name of Object.keys(HOST_SERVICES) as HostService[]) {
+      endpoints[name] = this.vpc.addInterfaceEndpoint(name, {
+        service: HOST_SERVICES[name],
         privateDnsEnabled: true,
         open: false,
         securityGroups: [this.hostEndpointsSecurityGroup],
-        subnets: { subnets: [this.appSubnet] },
+        subnets: this.appSubnets,
       });
     }
+    this.hostEndpoints = endpoints as Record<HostService, ec2.InterfaceVpcEndpoint>;
 
     // S3 carries ECR image layers and the Amazon Linux package repositories. The
     // endpoint policy admits only those two buckets, so a foothold on the instance
@@ -150,10 +161,84 @@ export class Network extends Construct {
           'secretsmanager:GetSecretValue',
           'secretsmanager:PutSecretValue',
           'secretsmanager:UpdateSecretVersionStage',
+          'secretsmanager:ListSecretVersionIds',
         ],
         resources: secretArns,
         conditions: { StringEquals: { 'aws:PrincipalAccount': Stack.of(this).account } },
       }),
     );
   }
+
+  /**
+   * The instance role is the only principal these endpoints serve, and only
+   * for what the role itself may do (lib/web-app-fleet.ts): a foothold in the
+   * VPC cannot use them with credentials of its own (another account's, to
+   * copy data out), and the role's own credentials reach nothing more here
+   * than its policy allows anyway.
+   */
+  restrictHostEndpoints(access: HostEndpointAccess): void {
+    const only = (sid: string, actions: string[], resources: string[]) =>
+      new iam.PolicyStatement({
+        sid,
+        principals: [new iam.AnyPrincipal()],
+        actions,
+        resources,
+        conditions: { ArnEquals: { 'aws:PrincipalArn': access.instanceRoleArn } },
+      });
+    const pull = only('PullTheAppImage', [...ECR_PULL_ACTIONS], [access.imageRepositoryArn]);
+    const login = only('LogInToEcr', ['ecr:GetAuthorizationToken'], ['*']);
+    const e = this.hostEndpoints;
+    e.EcrApi.addToPolicy(login);
+    e.EcrApi.addToPolicy(pull);
+    e.EcrDocker.addToPolicy(pull);
+    e.Ssm.addToPolicy(only('RegisterWithSessionManager', [...SSM_AGENT_ACTIONS.ssm], ['*']));
+    e.SsmMessages.addToPolicy(only('SessionManagerChannels', [...SSM_AGENT_ACTIONS.ssmmessages], ['*']));
+    e.Logs.addToPolicy(only('WriteTheAppLog', [...APP_LOG_ACTIONS], [access.appLogGroupArn]));
+    e.CloudFormation.addToPolicy(only('SignalThisStack', ['cloudformation:SignalResource'], [access.stackId]));
+  }
 }
+
+/**
+ * The instances' AWS APIs besides Secrets Manager: ECR (api and registry) to
+ * pull the image, SSM and SSM messages for Session Manager, CloudWatch Logs for
+ * the app's log (the credential switch lines the dashboard reads), and
+ * CloudFormation for the boot signal of a rolling replacement. EC2 messages
+ * (Run Command) is deliberately absent: the instance role does not allow it.
+ */
+export const HOST_SERVICES = {
+  EcrApi: ec2.InterfaceVpcEndpointAwsService.ECR,
+  EcrDocker: ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+  Ssm: ec2.InterfaceVpcEndpointAwsService.SSM,
+  SsmMessages: ec2.InterfaceVpcEndpointAwsService.SSM_MESSAGES,
+  Logs: ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+  CloudFormation: ec2.InterfaceVpcEndpointAwsService.CLOUDFORMATION,
+} as const;
+export type HostService = keyof typeof HOST_SERVICES;
+
+export interface HostEndpointAccess {
+  readonly instanceRoleArn: string;
+  readonly imageRepositoryArn: string;
+  readonly appLogGroupArn: string;
+  readonly stackId: string;
+}
+
+/** One list per purpose, used by the instance role and by the endpoint policies alike. */
+export const ECR_PULL_ACTIONS = ['ecr:BatchCheckLayerAvailability', 'ecr:GetDownloadUrlForLayer', 'ecr:BatchGetImage'] as const;
+/**
+ * What Session Manager needs on the instance, no more (AWS's own minimal
+ * Session Manager instance policy, e.g. the AWSCloud9SSMInstanceProfile managed
+ * policy): register the agent, open the control and data channels. Nothing of
+ * AmazonSSMManagedInstanceCore's ssm:GetParameter(s) on "*", documents,
+ * associations, inventory or Run Command (ec2messages).
+ */
+export const SSM_AGENT_ACTIONS = {
+  ssm: ['ssm:UpdateInstanceInformation'],
+  ssmmessages: [
+    'ssmmessages:CreateControlChannel',
+    'ssmmessages:CreateDataChannel',
+    'ssmmessages:OpenControlChannel',
+    'ssmmessages:OpenDataChannel',
+  ],
+} as const;
+/** Docker's awslogs driver: a stream per instance, then events. */
+export const APP_LOG_ACTIONS = ['logs:CreateLogStream', 'logs:PutLogEvents'] as const;

@@ -7,7 +7,7 @@
 // `aws:SourceAccount`. The schedule, the invoke permission and the role are
 // written out here instead, so each one says exactly what it allows.
 
-import { Duration, Stack } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
@@ -43,6 +43,75 @@ export interface SecretRotationProps {
 /** Seconds: the function derives its own database and API deadlines from this. */
 export const ROTATION_TIMEOUT_SECONDS = 30;
 
+/**
+ * Memory of every function that runs the `bootstrap` binary (the rotation
+ * functions and the database provisioner). Lambda allocates CPU in proportion
+ * to memory, and a rotation is CPU-bound between its I/O waits (TLS handshakes,
+ * the SCRAM verifier's 4096 PBKDF2 rounds): the value comes from the rotation
+ * benchmark's CPU-quota table in the repository README (rotation time against
+ * the CPU share of each memory size). 256 until the lead engineer sets it from
+ * that table; change it here only.
+ */
+export const ROTATION_MEMORY_MB = 256;
+
+/**
+ * Log groups of the stack's functions: a generated name (nothing can collide
+ * with a redeploy), retention, the stack's key when there is one, and
+ * `RetainExceptOnCreate`: kept when the stack is updated or deleted (the
+ * record of what happened), removed when a failed first deployment rolls back.
+ */
+export function functionLogGroup(scope: Construct, id: string, retentionDays: number, encryptionKey?: kms.IKey): logs.LogGroup {
+  return new logs.LogGroup(scope, id, {
+    retention: retentionDays as logs.RetentionDays,
+    encryptionKey,
+    removalPolicy: RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
+  });
+}
+
+/**
+ * What a function in the VPC needs besides its own work: Lambda creates its
+ * network interfaces with the execution role (the actions of AWS's
+ * AWSLambdaVPCAccessExecutionRole; no interface id exists beforehand, so "*"),
+ * and it writes to its own log group only.
+ */
+export function vpcFunctionStatements(logGroup: logs.ILogGroup): iam.PolicyStatement[] {
+  return [
+    new iam.PolicyStatement({
+      sid: 'AttachToTheVpc',
+      actions: [
+        'ec2:CreateNetworkInterface',
+        'ec2:DescribeNetworkInterfaces',
+        'ec2:DescribeSubnets',
+        'ec2:DeleteNetworkInterface',
+        'ec2:AssignPrivateIpAddresses',
+        'ec2:UnassignPrivateIpAddresses',
+      ],
+      resources: ['*'],
+    }),
+    new iam.PolicyStatement({
+      sid: 'WriteItsOwnLogs',
+      actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+      resources: [logGroup.logGroupArn],
+    }),
+  ];
+}
+
+/** KMS through Secrets Manager only, for secrets encrypted with the stack's key. */
+export function secretsKeyStatement(key: kms.IKey, region: string, actions: string[]): iam.PolicyStatement {
+  return new iam.PolicyStatement({
+    sid: 'UseTheKeyThroughSecretsManager',
+    actions,
+    resources: [key.keyArn],
+    conditions: { StringEquals: { 'kms:ViaService': `secretsmanager.${region}.amazonaws.com` } },
+  });
+}
+
+/** The acknowledgement every role of a VPC function carries (see vpcFunctionStatements). */
+export const VPC_ATTACH_ACKNOWLEDGEMENT =
+  'Only the Lambda VPC network-interface actions (ec2:DescribeNetworkInterfaces/DescribeSubnets, Create/DeleteNetworkInterface, ' +
+  '(Un)AssignPrivateIpAddresses) use "*": Lambda creates the interfaces before their ids exist. ' +
+  'Every secretsmanager, logs and kms statement names its resource.';
+
 export class SecretRotation extends Construct {
   readonly function: lambda.Function;
   readonly role: iam.Role;
@@ -56,11 +125,9 @@ export class SecretRotation extends Construct {
     }
     const stack = Stack.of(this);
 
-    this.logGroup = new logs.LogGroup(this, 'Logs', {
-      retention: props.logRetentionDays as logs.RetentionDays,
-      encryptionKey: props.encryptionKey,
-    });
+    this.logGroup = functionLogGroup(this, 'Logs', props.logRetentionDays, props.encryptionKey);
 
+    const [attachToTheVpc, writeItsOwnLogs] = vpcFunctionStatements(this.logGroup);
     const statements = [
       new iam.PolicyStatement({
         sid: 'RotateTheSecret',
@@ -69,29 +136,15 @@ export class SecretRotation extends Construct {
           'secretsmanager:GetSecretValue',
           'secretsmanager:PutSecretValue',
           'secretsmanager:UpdateSecretVersionStage',
+          // setSecret's recovery from an abandoned rotation: when neither
+          // AWSCURRENT nor AWSPREVIOUS logs in, it tries the newest unlabelled
+          // versions of the same user and host (contracts.md).
+          'secretsmanager:ListSecretVersionIds',
         ],
         resources: [props.secret.secretArn],
       }),
-      // Lambda attaches the function to the VPC through network interfaces it
-      // creates with this role. These EC2 actions are the ones in AWS's
-      // AWSLambdaVPCAccessExecutionRole; Describe* cannot be scoped to a resource.
-      new iam.PolicyStatement({
-        sid: 'AttachToTheVpc',
-        actions: [
-          'ec2:CreateNetworkInterface',
-          'ec2:DescribeNetworkInterfaces',
-          'ec2:DescribeSubnets',
-          'ec2:DeleteNetworkInterface',
-          'ec2:AssignPrivateIpAddresses',
-          'ec2:UnassignPrivateIpAddresses',
-        ],
-        resources: ['*'],
-      }),
-      new iam.PolicyStatement({
-        sid: 'WriteItsOwnLogs',
-        actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
-        resources: [this.logGroup.logGroupArn],
-      }),
+      attachToTheVpc,
+      writeItsOwnLogs,
     ];
     if (props.masterSecret) {
       statements.push(
@@ -103,14 +156,7 @@ export class SecretRotation extends Construct {
       );
     }
     if (props.encryptionKey) {
-      statements.push(
-        new iam.PolicyStatement({
-          sid: 'UseTheKeyThroughSecretsManager',
-          actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
-          resources: [props.encryptionKey.keyArn],
-          conditions: { StringEquals: { 'kms:ViaService': `secretsmanager.${stack.region}.amazonaws.com` } },
-        }),
-      );
+      statements.push(secretsKeyStatement(props.encryptionKey, stack.region, ['kms:Decrypt', 'kms:GenerateDataKey']));
     }
     // Inline in the role, so the permissions exist before the function is
     // created and outlive it on deletion (Lambda needs them to remove its ENIs).
@@ -119,13 +165,7 @@ export class SecretRotation extends Construct {
       description: `Rotates one secret (${props.strategy})`,
       inlinePolicies: { Rotation: new iam.PolicyDocument({ statements }) },
     });
-    Validations.of(this.role).acknowledge({
-      id: 'AwsSolutions-IAM5[Resource::*]',
-      reason:
-        'Only the Lambda VPC network-interface actions (ec2:DescribeNetworkInterfaces/DescribeSubnets, Create/DeleteNetworkInterface, ' +
-        '(Un)AssignPrivateIpAddresses) use "*": Lambda creates the interfaces before their ids exist. ' +
-        'Every secretsmanager, logs and kms statement names its resource.',
-    });
+    Validations.of(this.role).acknowledge({ id: 'AwsSolutions-IAM5[Resource::*]', reason: VPC_ATTACH_ACKNOWLEDGEMENT });
 
     this.function = new lambda.Function(this, 'Function', {
       description: `Secrets Manager rotation for PostgreSQL (${props.strategy})`,
@@ -133,11 +173,11 @@ export class SecretRotation extends Construct {
       handler: 'bootstrap',
       code: props.code,
       architecture: props.architecture,
-      memorySize: 128,
+      memorySize: ROTATION_MEMORY_MB,
       timeout: Duration.seconds(ROTATION_TIMEOUT_SECONDS),
-      // One rotation at a time: Secrets Manager never needs more, and a second
-      // concurrent run could only race the first.
-      reservedConcurrentExecutions: 1,
+      // No reserved concurrency: Secrets Manager never runs two steps of one
+      // secret at once, and a new account's pool of 10 refuses any reservation
+      // that leaves it fewer than 10 unreserved (the first deploy failed on it).
       role: this.role,
       logGroup: this.logGroup,
       vpc: props.vpc,
@@ -169,8 +209,10 @@ export class SecretRotation extends Construct {
       secretId: props.secretAttachment.secretArn,
       rotationLambdaArn: this.function.functionArn,
       rotationRules: { automaticallyAfterDays: props.rotationDays },
-      // The first rotation is started by the operator once the database user
-      // exists (see cdk/README.md); rotating at creation would fail for `app`.
+      // Without an immediate rotation, Secrets Manager tests the configuration
+      // by running testSecret at deployment; the stack makes the schedule wait
+      // for the database logins (lib/provisioner.ts) so that test finds them.
+      // The first real rotation is the operator's (cdk/README.md).
       rotateImmediatelyOnUpdate: false,
     });
     this.schedule.node.addDependency(permission);

@@ -23,8 +23,8 @@ export interface Settings {
   /** One customer-managed KMS key for secrets, database, volume, logs and topic. */
   readonly customerManagedKey: boolean;
   readonly deletionProtection: boolean;
-  /** Set the registry to scan the app's image repository on push (one setting per account and region). */
-  readonly scanImagesOnPush: boolean;
+  /** Web app instances behind the load balancer (the Auto Scaling group's size). */
+  readonly fleetSize: number;
   readonly multiAz: boolean;
   /** Full PostgreSQL engine version, pinned (for example 17.9). */
   readonly postgresVersion: string;
@@ -44,8 +44,14 @@ export interface Settings {
 }
 
 export const APP_PORT = 8080;
+/** The web app's admin listener (metrics, whoami): published to each instance's loopback only. */
+export const ADMIN_PORT = 9090;
+/** The load balancer's HTTP listener, the port clients in appIngressCidr use. */
+export const LISTENER_PORT = 80;
 export const DB_PORT = 5432;
 export const APP_USERNAME = 'app';
+/** Owns the schema: `web-app migrate` logs in as this role (lib/provisioner.ts creates it). */
+export const OWNER_USERNAME = 'app_owner';
 export const MASTER_USERNAME = 'postgres';
 export const DATABASE_NAME = 'app';
 export const DEFAULT_EXCLUDE_CHARACTERS = '/@"\'\\';
@@ -63,7 +69,7 @@ export function defaultSettings(): Settings {
     rotateMasterSecret: true,
     customerManagedKey: false,
     deletionProtection: true,
-    scanImagesOnPush: true,
+    fleetSize: 2,
     multiAz: false,
     postgresVersion: '17.9',
     dbInstanceType: 't4g.micro',
@@ -122,6 +128,10 @@ export function settingsFromContext(get: Lookup): Settings {
     return v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
   };
 
+  for (const [key, why] of Object.entries(REMOVED_KEYS)) {
+    if (get(key) !== undefined) throw new Error(`context ${key}: no longer a setting: ${why}`);
+  }
+
   const webAppArchitecture = oneOf<CpuArchitecture>('webAppArchitecture', d.webAppArchitecture, ['arm64', 'x86_64']);
   const vpcCidr = cidr('vpcCidr', str('vpcCidr') ?? d.vpcCidr);
   const settings: Settings = {
@@ -134,7 +144,7 @@ export function settingsFromContext(get: Lookup): Settings {
     rotateMasterSecret: bool('rotateMasterSecret', d.rotateMasterSecret),
     customerManagedKey: bool('customerManagedKey', d.customerManagedKey),
     deletionProtection: bool('deletionProtection', d.deletionProtection),
-    scanImagesOnPush: bool('scanImagesOnPush', d.scanImagesOnPush),
+    fleetSize: int('fleetSize', d.fleetSize, 1, 10),
     multiAz: bool('multiAz', d.multiAz),
     postgresVersion: pgVersion(str('postgresVersion') ?? d.postgresVersion),
     dbInstanceType: str('dbInstanceType') ?? d.dbInstanceType,
@@ -150,6 +160,13 @@ export function settingsFromContext(get: Lookup): Settings {
   };
   return settings;
 }
+
+/** Keys earlier versions accepted; naming them now stops synthesis rather than being silently ignored. */
+const REMOVED_KEYS: Record<string, string> = {
+  scanImagesOnPush:
+    "the image now lives in the stack's own ECR repository, which scans on push; the account's registry " +
+    'scanning configuration is no longer touched (remove the -c flag)',
+};
 
 function cidr(key: string, v: string): string {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(v);

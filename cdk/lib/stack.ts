@@ -1,33 +1,42 @@
-// The whole deployment: network, database and secrets, rotation, the web app
-// host and the failure alerts. Each part is its own construct in its own file;
-// this file wires them together and states the operator's opt-outs.
+// The whole deployment: network, database and secrets, the database logins,
+// rotation, the web app fleet, alerts and the dashboard. Each part is its own
+// construct in its own file; this file wires them together, orders what must
+// wait for what, and states the operator's opt-outs. The image repository is a
+// stack of its own (lib/image-registry.ts, wired in lib/app.ts).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CfnOutput, Stack, Token, Validations, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, Duration, Stack, Token, Validations, type StackProps } from 'aws-cdk-lib';
+import * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { Construct } from 'constructs';
-import { Database } from './database';
+import { Database, DeletionProtectionGuard } from './database';
 import { Network } from './network';
 import { Operations } from './operations';
+import { DatabaseProvisioner } from './provisioner';
 import { LAMBDA_CA_BUNDLE_PATH, rdsCaBundlePem, rdsCaLayerDirectory } from './rds-ca-bundle';
-import { SecretRotation } from './rotation';
-import { APP_PORT, DB_PORT, type Settings } from './settings';
-import { WebAppHost } from './web-app-host';
+import { ROTATION_TIMEOUT_SECONDS, SecretRotation } from './rotation';
+import { ADMIN_PORT, APP_PORT, DB_PORT, LISTENER_PORT, type RotationStrategy, type Settings } from './settings';
+import { WebAppFleet } from './web-app-fleet';
 
 export interface PgRotationStackProps extends StackProps {
   readonly settings: Settings;
+  /** The web app's repository, created by the image registry stack this one depends on. */
+  readonly imageRepositoryName: string;
 }
 
 export class PgRotationStack extends Stack {
   readonly network: Network;
   readonly database: Database;
+  readonly provisioner: DatabaseProvisioner;
   readonly appRotation: SecretRotation;
   readonly masterRotation?: SecretRotation;
-  readonly webApp: WebAppHost;
+  readonly ownerRotation: SecretRotation;
+  readonly webApp: WebAppFleet;
   readonly operations: Operations;
+  readonly deletionProtection?: DeletionProtectionGuard;
   readonly key?: kms.Key;
 
   constructor(scope: Construct, id: string, props: PgRotationStackProps) {
@@ -48,6 +57,7 @@ export class PgRotationStack extends Stack {
       availabilityZones: s.availabilityZones,
       appIngressCidr: s.appIngressCidr,
       appPort: APP_PORT,
+      listenerPort: LISTENER_PORT,
       dbPort: DB_PORT,
       logRetentionDays: s.logRetentionDays,
       encryptionKey: this.key,
@@ -68,12 +78,11 @@ export class PgRotationStack extends Stack {
       logRetentionDays: s.logRetentionDays,
       encryptionKey: this.key,
     });
-    this.network.restrictSecretsManagerEndpointTo([
-      this.database.appSecret.secretArn,
-      this.database.masterSecret.secretArn,
-    ]);
+    const db = this.database;
+    this.network.restrictSecretsManagerEndpointTo([db.appSecret.secretArn, db.masterSecret.secretArn, db.ownerSecret.secretArn]);
     this.acknowledgeDatabaseChoices(s);
 
+    // One artifact, four roles: the rotation functions and the provisioner.
     const architecture = s.rotationFnArchitecture === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64;
     const caBundleLayer = new lambda.LayerVersion(this, 'RdsCaBundle', {
       description: `Amazon RDS root CAs for ${this.region}`,
@@ -82,68 +91,142 @@ export class PgRotationStack extends Stack {
       compatibleArchitectures: [architecture],
     });
     const code = lambda.Code.fromAsset(s.rotationFnAssetDir);
-    const rotation = (id: string, secret: Database['appSecret'], attachment: Database['appSecretAttachment'], alternating: boolean) =>
-      new SecretRotation(this, id, {
-        code,
-        architecture,
-        caBundleLayer,
-        caBundlePath: LAMBDA_CA_BUNDLE_PATH,
-        vpc: this.network.vpc,
-        securityGroup: this.network.rotationSecurityGroup,
+    const artifact = {
+      code,
+      architecture,
+      caBundleLayer,
+      caBundlePath: LAMBDA_CA_BUNDLE_PATH,
+      vpc: this.network.vpc,
+      securityGroup: this.network.rotationSecurityGroup,
+      logRetentionDays: s.logRetentionDays,
+      encryptionKey: this.key,
+    };
+
+    // The logins first: the rotation schedules' deployment-time test and the
+    // instances' `web-app migrate` need them. The provisioner reaches the
+    // database and Secrets Manager through the network (endpoint, rules).
+    this.provisioner = new DatabaseProvisioner(this, 'DatabaseLogins', {
+      ...artifact,
+      masterSecret: db.masterSecretAttachment,
+      appSecret: db.appSecretAttachment,
+      ownerSecret: db.ownerSecretAttachment,
+      strategy: s.rotationStrategy,
+    });
+    this.provisioner.resource.node.addDependency(this.network, db.instance);
+
+    const rotation = (rotationId: string, secret: Database['appSecret'], attachment: Database['appSecretAttachment'], strategy: RotationStrategy) => {
+      const r = new SecretRotation(this, rotationId, {
+        ...artifact,
         secret,
         secretAttachment: attachment,
-        strategy: alternating ? 'alternating-users' : 'single-user',
-        masterSecret: alternating ? this.database.masterSecret : undefined,
+        strategy,
+        masterSecret: strategy === 'alternating-users' ? db.masterSecret : undefined,
         rotationDays: s.rotationDays,
         passwordLength: s.passwordLength,
         excludeCharacters: s.excludeCharacters,
-        logRetentionDays: s.logRetentionDays,
-        encryptionKey: this.key,
       });
-    this.appRotation = rotation(
-      'AppSecretRotation',
-      this.database.appSecret,
-      this.database.appSecretAttachment,
-      s.rotationStrategy === 'alternating-users',
-    );
+      r.schedule.node.addDependency(this.provisioner.resource);
+      return r;
+    };
+    this.appRotation = rotation('AppSecretRotation', db.appSecret, db.appSecretAttachment, s.rotationStrategy);
+    // The owner's login only runs `web-app migrate`; it rotates on the same
+    // schedule, single-user (the role must stay the owner of the schema).
+    this.ownerRotation = rotation('OwnerSecretRotation', db.ownerSecret, db.ownerSecretAttachment, 'single-user');
     if (s.rotateMasterSecret) {
-      this.masterRotation = rotation('MasterSecretRotation', this.database.masterSecret, this.database.masterSecretAttachment, false);
+      this.masterRotation = rotation('MasterSecretRotation', db.masterSecret, db.masterSecretAttachment, 'single-user');
     } else {
-      Validations.of(this.database.masterSecret).acknowledge({
+      Validations.of(db.masterSecret).acknowledge({
         id: 'AwsSolutions-SMG4',
         reason:
           'The operator turned master rotation off explicitly (-c rotateMasterSecret=false); ' +
-          'the application secret is still rotated on its schedule.',
+          'the application and owner secrets are still rotated on their schedule.',
       });
     }
 
-    this.webApp = new WebAppHost(this, 'WebApp', {
+    const imageRepository = ecr.Repository.fromRepositoryName(this, 'ImageRepository', props.imageRepositoryName);
+    this.webApp = new WebAppFleet(this, 'WebApp', {
       vpc: this.network.vpc,
-      subnet: this.network.appSubnet,
+      subnets: this.network.appSubnets,
       securityGroup: this.network.appSecurityGroup,
-      appSecret: this.database.appSecret,
+      loadBalancerSecurityGroup: this.network.loadBalancerSecurityGroup,
+      appSecret: db.appSecret,
+      ownerSecret: db.ownerSecret,
       appPort: APP_PORT,
+      adminPort: ADMIN_PORT,
+      listenerPort: LISTENER_PORT,
       imageDirectory: s.webAppImageDir,
+      imageRepositoryArn: imageRepository.repositoryArn,
       architecture: s.webAppArchitecture,
       instanceType: s.appInstanceType,
+      fleetSize: s.fleetSize,
       dbCaBundlePem: rdsCaBundlePem(this.region),
-      scanImagesOnPush: s.scanImagesOnPush,
+      logRetentionDays: s.logRetentionDays,
       encryptionKey: this.key,
     });
+    // Instances run `web-app migrate` as the owner before they serve.
+    this.webApp.group.node.addDependency(this.provisioner.resource, this.network);
+    this.network.restrictHostEndpoints({
+      instanceRoleArn: this.webApp.role.roleArn,
+      imageRepositoryArn: imageRepository.repositoryArn,
+      appLogGroupArn: this.webApp.logGroup.logGroupArn,
+      stackId: this.stackId,
+    });
 
-    this.operations = new Operations(this, 'Operations', { alertEmail: s.alertEmail, encryptionKey: this.key });
+    const rotations = [
+      { name: 'AppRotation', rotation: this.appRotation },
+      { name: 'OwnerRotation', rotation: this.ownerRotation },
+      ...(this.masterRotation ? [{ name: 'MasterRotation', rotation: this.masterRotation }] : []),
+    ];
+    this.operations = new Operations(this, 'Operations', {
+      alertEmail: s.alertEmail,
+      encryptionKey: this.key,
+      rotations: rotations.map(({ name, rotation: r }) => ({
+        name,
+        function: r.function,
+        logGroup: r.logGroup,
+        timeout: Duration.seconds(ROTATION_TIMEOUT_SECONDS),
+      })),
+      loadBalancer: this.webApp.loadBalancer,
+      targetGroup: this.webApp.targetGroup,
+      appLogGroup: this.webApp.logGroup,
+      fleetSize: s.fleetSize,
+    });
 
-    const out = (id: string, value: string, description: string) => new CfnOutput(this, id, { value, description });
-    out('AppSecretArn', this.database.appSecret.secretArn, 'Application user secret (rotate-secret --secret-id)');
-    out('MasterSecretArn', this.database.masterSecret.secretArn, 'Master user secret');
+    if (s.deletionProtection) {
+      // Last: everything else exists and the fleet has signalled ready.
+      this.deletionProtection = new DeletionProtectionGuard(this, 'DatabaseDeletionProtection', {
+        database: db,
+        after: [
+          this.network,
+          this.provisioner,
+          this.appRotation,
+          this.ownerRotation,
+          ...(this.masterRotation ? [this.masterRotation] : []),
+          this.webApp,
+          this.operations,
+        ],
+        logRetentionDays: s.logRetentionDays,
+        encryptionKey: this.key,
+      });
+    }
+
+    const out = (outputId: string, value: string, description: string) => new CfnOutput(this, outputId, { value, description });
+    out('AppSecretArn', db.appSecret.secretArn, 'Application user secret (rotate-secret --secret-id)');
+    out('MasterSecretArn', db.masterSecret.secretArn, 'Master user secret');
+    out('OwnerSecretArn', db.ownerSecret.secretArn, 'Schema owner secret (web-app migrate)');
     out('AppRotationFunctionName', this.appRotation.function.functionName, 'Rotation function of the app secret');
     out('AppRotationLogGroup', this.appRotation.logGroup.logGroupName, 'aws logs tail <this> --follow');
+    out('OwnerRotationLogGroup', this.ownerRotation.logGroup.logGroupName, 'aws logs tail <this> --follow');
     if (this.masterRotation) {
       out('MasterRotationLogGroup', this.masterRotation.logGroup.logGroupName, 'aws logs tail <this> --follow');
     }
-    out('DatabaseEndpoint', this.database.instance.dbInstanceEndpointAddress, 'PostgreSQL host');
-    out('WebAppInstanceId', this.webApp.instance.instanceId, 'aws ssm start-session --target <this>');
-    out('AlertTopicArn', this.operations.topic.topicArn, 'SNS topic for rotation failures');
+    out('DatabaseLoginsLogGroup', this.provisioner.logGroup.logGroupName, 'the provisioner\'s log (deployment time)');
+    out('DatabaseEndpoint', db.instance.dbInstanceEndpointAddress, 'PostgreSQL host');
+    out('LoadBalancerDnsName', this.webApp.loadBalancer.loadBalancerDnsName, `http://<this>:${LISTENER_PORT}/ from appIngressCidr`);
+    out('AutoScalingGroupName', this.webApp.group.autoScalingGroupName, 'the fleet (instance ids: aws autoscaling describe-auto-scaling-groups)');
+    out('AppLogGroup', this.webApp.logGroup.logGroupName, 'the web app, one stream per instance: aws logs tail <this> --follow');
+    out('DashboardName', this.operations.dashboard.dashboardName, 'CloudWatch dashboard: rotations, fleet, credential version per instance');
+    out('AlertTopicArn', this.operations.topic.topicArn, 'SNS topic for rotation failures and alarms');
   }
 
   private customerManagedKey(): kms.Key {
@@ -174,10 +257,6 @@ export class PgRotationStack extends Stack {
         id: 'AwsSolutions-RDS11',
         reason: 'The default port is kept on purpose: only two security groups can reach it, and a port number hides nothing.',
       },
-      {
-        id: 'AwsSolutions-RDS6',
-        reason: 'Password authentication is the point of this system: the passwords are rotated by Secrets Manager.',
-      },
     );
     if (!s.multiAz) {
       Validations.of(db).acknowledge({
@@ -185,12 +264,13 @@ export class PgRotationStack extends Stack {
         reason: 'Single-AZ by default to keep the cost down; set -c multiAz=true for a standby in a second zone.',
       });
     }
-    if (!s.deletionProtection) {
-      Validations.of(db).acknowledge({
-        id: 'AwsSolutions-RDS10',
-        reason: 'The operator turned deletion protection off explicitly (-c deletionProtection=false).',
-      });
-    }
+    Validations.of(db).acknowledge({
+      id: 'AwsSolutions-RDS10',
+      reason: s.deletionProtection
+        ? 'The instance is created unprotected so that a failed first deployment can roll back; ' +
+          'DatabaseDeletionProtection turns protection on as the stack\'s last step (lib/database.ts).'
+        : 'The operator turned deletion protection off explicitly (-c deletionProtection=false).',
+    });
   }
 }
 

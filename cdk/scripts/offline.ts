@@ -14,11 +14,13 @@
 // Used by the tests (test/*.test.ts) and by scripts/synth.ts, which writes the
 // templates cfn-lint and checkov check.
 
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { App } from 'aws-cdk-lib';
 import { addStacks } from '../lib/app';
+import type { ImageRegistryStack } from '../lib/image-registry';
 import type { PgRotationStack } from '../lib/stack';
 
 export const OFFLINE_ENV = { account: '123456789012', region: 'eu-west-1' } as const;
@@ -57,6 +59,7 @@ export function offlineFixtures(): { rotationFnAssetDir: string; webAppImageDir:
 export interface OfflineApp {
   readonly app: App;
   readonly stack: PgRotationStack;
+  readonly registry: ImageRegistryStack;
 }
 
 /**
@@ -74,6 +77,46 @@ export function offlineApp(context: Record<string, unknown> = {}, outdir?: strin
       ...context,
     },
   });
-  const stack = addStacks(app, { ...OFFLINE_ENV });
-  return { app, stack };
+  const { stack, registry } = addStacks(app, { ...OFFLINE_ENV });
+  return { app, stack, registry };
+}
+
+/**
+ * Where synthesised assemblies are shared between the processes of one test
+ * run (node:test runs each file in its own process, and synthesis, with cdk-nag
+ * and CDK's template validation, is the slow part): scripts/test.sh sets it to
+ * a fresh directory per run. Unset, every process synthesises for itself.
+ */
+export const SYNTH_CACHE_ENV = 'PG_ROTATION_SYNTH_CACHE';
+
+export interface Synthesis extends OfflineApp {
+  /** The cloud assembly directory holding the templates. */
+  readonly outdir: string;
+}
+
+/**
+ * Synthesises `context` (cdk-nag runs, and fails it on a finding), or, when
+ * this test run already did, builds the constructs only and points at that
+ * run's assembly. Construction alone is cheap and gives the tests the objects
+ * they resolve logical ids and references against.
+ */
+export function synthesise(context: Record<string, unknown> = {}): Synthesis {
+  const cacheRoot = process.env[SYNTH_CACHE_ENV] || undefined; // empty = unset
+  const key = createHash('sha256').update(JSON.stringify(context)).digest('hex').slice(0, 16);
+  const cached = cacheRoot ? path.join(cacheRoot, key) : undefined;
+  if (cached && fs.existsSync(path.join(cached, 'manifest.json'))) {
+    const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-rotation-cdk-constructs-'));
+    return { ...offlineApp(context, scratch), outdir: cached };
+  }
+  const outdir = fs.mkdtempSync(path.join(cacheRoot ?? os.tmpdir(), 'pg-rotation-cdk-out-'));
+  const built = offlineApp(context, outdir);
+  built.app.synth();
+  if (!cached) return { ...built, outdir };
+  try {
+    fs.renameSync(outdir, cached);
+  } catch {
+    // Another process got there first with the same assembly; keep ours where it is.
+    return { ...built, outdir };
+  }
+  return { ...built, outdir: cached };
 }

@@ -7,7 +7,8 @@
 # 2. cfn-lint and checkov, pinned, into cdk/.venv (when missing)
 # 3. tsc --noEmit
 # 4. node:test suites in cdk/test (aws-cdk-lib/assertions; cdk-nag runs in every synthesis)
-# 5. offline synthesis of two configurations into a temporary cdk.out
+# 5. the templates of every configuration in test/configurations.ts (the tests' own
+#    assemblies, shared through PG_ROTATION_SYNTH_CACHE) into a temporary cdk.out
 # 6. cfn-lint on the templates      (ignores: compliance/cfn-lint.yaml)
 # 7. checkov --skip-download         (skips:   compliance/checkov-skips*.yaml)
 #
@@ -75,6 +76,10 @@ record tools ok "cfn-lint $CFN_LINT_VERSION, checkov $CHECKOV_VERSION" $(( $(now
 
 OUT="$(mktemp -d "${TMPDIR:-/tmp}/pg-rotation-cdk.XXXXXX")"
 trap 'rm -rf "$OUT"' EXIT
+# Each configuration is synthesised (cdk-nag, template validation) once per run;
+# the test processes and step 5 share the assemblies (scripts/offline.ts).
+export PG_ROTATION_SYNTH_CACHE="$OUT/synth-cache"
+mkdir -p "$PG_ROTATION_SYNTH_CACHE"
 
 # 3. Types
 t=$(now)
@@ -86,7 +91,7 @@ else record tsc FAIL "type errors" $(( $(now) - t )); fi
 t=$(now)
 echo "== node --test"
 node --import tsx --test --test-concurrency=2 --test-reporter=spec test/*.test.ts 2>&1 |
-  grep -v -e '^\[WARNING\] aws-cdk-lib' -e '^  Use `addResourceDependency`' | tee "$OUT/node-test.log"
+  grep -v -e '^\[WARNING\] aws-cdk-lib' -e '^  Use `add\(Resource\|Stack\)Dependency`' | tee "$OUT/node-test.log"
 status=${PIPESTATUS[0]}
 pass=$(sed -n 's/^ℹ pass \([0-9]*\)$/\1/p' "$OUT/node-test.log" | tail -1)
 fail=$(sed -n 's/^ℹ fail \([0-9]*\)$/\1/p' "$OUT/node-test.log" | tail -1)
@@ -96,7 +101,7 @@ else record tests FAIL "${pass:-?} passed, ${fail:-?} failed" $(( $(now) - t ));
 # 5. Templates
 t=$(now)
 echo "== synth into $OUT/cdk.out"
-node --import tsx scripts/synth.ts "$OUT/cdk.out" 2>&1 | grep -v -e '^\[WARNING\] aws-cdk-lib' -e '^  Use `addResourceDependency`'
+node --import tsx scripts/synth.ts "$OUT/cdk.out" 2>&1 | grep -v -e '^\[WARNING\] aws-cdk-lib' -e '^  Use `add\(Resource\|Stack\)Dependency`'
 status=${PIPESTATUS[0]}
 templates=("$OUT"/cdk.out/*/*.template.json)
 if [[ $status -eq 0 && -f "${templates[0]}" ]]; then

@@ -2,17 +2,20 @@
 // of it), then look at the template through aws-cdk-lib/assertions.
 
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Template } from 'aws-cdk-lib/assertions';
 import type { IConstruct } from 'constructs';
-import { offlineApp } from '../scripts/offline';
+import type { ImageRegistryStack } from '../lib/image-registry';
 import type { PgRotationStack } from '../lib/stack';
+import { synthesise } from '../scripts/offline';
 
 export interface Synthesised {
   readonly stack: PgRotationStack;
   readonly template: Template;
   readonly json: CfnTemplate;
+  /** The image registry stack (the web app's ECR repository). */
+  readonly registry: ImageRegistryStack;
+  readonly registryJson: CfnTemplate;
   /** `{ Ref: logicalId }` or whatever the token resolves to in the template. */
   readonly ref: (value: unknown) => unknown;
   readonly logicalId: (construct: IConstruct) => string;
@@ -30,14 +33,16 @@ export function synth(context: Record<string, unknown> = {}): Synthesised {
   const key = JSON.stringify(context);
   const hit = cache.get(key);
   if (hit) return hit;
-  const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-rotation-cdk-out-'));
-  const { app, stack } = offlineApp(context, outdir);
-  const assembly = app.synth();
-  const json = assembly.getStackByName(stack.stackName).template as CfnTemplate;
+  const { stack, registry, outdir } = synthesise(context);
+  const read = (artifactId: string) =>
+    JSON.parse(fs.readFileSync(path.join(outdir, `${artifactId}.template.json`), 'utf8')) as CfnTemplate;
+  const json = read(stack.artifactId);
   const result: Synthesised = {
     stack,
     template: Template.fromJSON(json),
     json,
+    registry,
+    registryJson: read(registry.artifactId),
     ref: (value) => stack.resolve(value),
     logicalId: (construct) => {
       const child = (construct.node.defaultChild ?? construct) as IConstruct;

@@ -1,16 +1,17 @@
-// Least privilege, statement by statement, for both roles and both strategies.
+// Least privilege, statement by statement, for every role of the stack.
 // Each expected list is the complete set of statements the role holds: an
 // extra grant anywhere (a managed policy, a DefaultPolicy added by a grant*
 // call) fails the test.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DEFAULTS, SINGLE_USER_CMK } from './configurations';
+import { ARM_ONE_INSTANCE, DEFAULTS, SINGLE_USER_CMK } from './configurations';
 import { actionsOf, resourcesOfType, statementsOfRole, synth, type Statement, type Synthesised } from './helpers';
 
 const ROTATE_ACTIONS = [
   'secretsmanager:DescribeSecret',
   'secretsmanager:GetSecretValue',
+  'secretsmanager:ListSecretVersionIds',
   'secretsmanager:PutSecretValue',
   'secretsmanager:UpdateSecretVersionStage',
 ];
@@ -24,8 +25,8 @@ const VPC_ACTIONS = [
   'ec2:UnassignPrivateIpAddresses',
 ];
 
-function rotationStatements(s: Synthesised, which: 'app' | 'master'): Statement[] {
-  const rotation = which === 'app' ? s.stack.appRotation : s.stack.masterRotation;
+function rotationStatements(s: Synthesised, which: 'app' | 'master' | 'owner'): Statement[] {
+  const rotation = { app: s.stack.appRotation, master: s.stack.masterRotation, owner: s.stack.ownerRotation }[which];
   assert.ok(rotation, `no ${which} rotation`);
   return statementsOfRole(s.json, s.logicalId(rotation.role));
 }
@@ -54,10 +55,18 @@ describe('rotation function role', () => {
     assert.deepEqual(rotationStatements(s, 'master'), common(s, database.masterSecret.secretArn, masterRotation!.logGroup.logGroupArn));
   });
 
+  it("single-user rotation of the owner secret, whatever the app's strategy: its own secret only", () => {
+    for (const context of [DEFAULTS, ARM_ONE_INSTANCE]) {
+      const s = synth(context);
+      const { ownerRotation, database } = s.stack;
+      assert.deepEqual(rotationStatements(s, 'owner'), common(s, database.ownerSecret.secretArn, ownerRotation.logGroup.logGroupArn));
+    }
+  });
+
   it('single user with a customer-managed key: KMS through Secrets Manager only, no master secret', () => {
     const s = synth(SINGLE_USER_CMK);
     const { appRotation, database, key } = s.stack;
-    assert.ok(key);
+    assert.ok(key, 'a customer-managed key');
     assert.deepEqual(rotationStatements(s, 'app'), [
       ...common(s, database.appSecret.secretArn, appRotation.logGroup.logGroupArn),
       {
@@ -73,7 +82,7 @@ describe('rotation function role', () => {
 
   it('has no managed policies and is assumable by Lambda only', () => {
     for (const s of [synth(DEFAULTS), synth(SINGLE_USER_CMK)]) {
-      for (const rotation of [s.stack.appRotation, s.stack.masterRotation].filter((r) => r !== undefined)) {
+      for (const rotation of [s.stack.appRotation, s.stack.ownerRotation, s.stack.masterRotation].filter((r) => r !== undefined)) {
         const role = s.json.Resources[s.logicalId(rotation.role)].Properties!;
         assert.equal(role.ManagedPolicyArns, undefined);
         assert.deepEqual(role.AssumeRolePolicyDocument.Statement, [
@@ -85,56 +94,160 @@ describe('rotation function role', () => {
 });
 
 describe('web app instance role', () => {
-  const imageStatements = (s: Synthesised) => [
+  const expected = (s: Synthesised): Statement[] => [
     {
-      Sid: 'ReadTheAppSecret',
+      Sid: 'ReadTheAppAndOwnerSecrets',
       Effect: 'Allow',
       Action: ['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue'],
-      Resource: s.ref(s.stack.database.appSecret.secretArn),
+      Resource: [s.ref(s.stack.database.appSecret.secretArn), s.ref(s.stack.database.ownerSecret.secretArn)],
     },
     {
       Sid: 'PullTheAppImage',
       Effect: 'Allow',
       Action: ['ecr:BatchCheckLayerAvailability', 'ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'],
-      Resource: 'arn:aws:ecr:eu-west-1:123456789012:repository/cdk-hnb659fds-container-assets-123456789012-eu-west-1',
+      // The stack's own repository: not the bootstrap's shared container-assets one.
+      Resource: `arn:aws:ecr:eu-west-1:123456789012:repository/${s.stack.stackName.toLowerCase()}/web-app`,
     },
     { Sid: 'LogInToEcr', Effect: 'Allow', Action: 'ecr:GetAuthorizationToken', Resource: '*' },
+    {
+      Sid: 'SessionManager',
+      Effect: 'Allow',
+      Action: [
+        'ssm:UpdateInstanceInformation',
+        'ssmmessages:CreateControlChannel',
+        'ssmmessages:CreateDataChannel',
+        'ssmmessages:OpenControlChannel',
+        'ssmmessages:OpenDataChannel',
+      ],
+      Resource: '*',
+    },
+    {
+      Sid: 'WriteTheAppLog',
+      Effect: 'Allow',
+      Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+      Resource: s.ref(s.stack.webApp.logGroup.logGroupArn),
+    },
   ];
+  // Added by the Auto Scaling group for its creation and update signals (a DefaultPolicy, no Sid).
+  const signal: Statement = { Effect: 'Allow', Action: 'cloudformation:SignalResource', Resource: { Ref: 'AWS::StackId' } };
 
-  it('reads the app secret only, pulls from its repository only, plus SSM core', () => {
-    const s = synth(DEFAULTS);
-    const roleId = s.logicalId(s.stack.webApp.role);
-    assert.deepEqual(statementsOfRole(s.json, roleId), imageStatements(s));
-    const role = s.json.Resources[roleId].Properties!;
-    assert.deepEqual(role.ManagedPolicyArns, [
-      { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::aws:policy/AmazonSSMManagedInstanceCore']] },
-    ]);
-    assert.deepEqual(role.AssumeRolePolicyDocument.Statement, [
-      { Action: 'sts:AssumeRole', Effect: 'Allow', Principal: { Service: 'ec2.amazonaws.com' } },
-    ]);
+  it('reads the app and owner secrets, pulls from its own repository, Session Manager, its log, its boot signal: nothing else', () => {
+    for (const context of [DEFAULTS, ARM_ONE_INSTANCE]) {
+      const s = synth(context);
+      const roleId = s.logicalId(s.stack.webApp.role);
+      assert.deepEqual(statementsOfRole(s.json, roleId), [...expected(s), signal]);
+      const role = s.json.Resources[roleId].Properties!;
+      assert.equal(role.ManagedPolicyArns, undefined, 'no managed policy (AmazonSSMManagedInstanceCore grants ssm:GetParameter on "*")');
+      assert.deepEqual(role.AssumeRolePolicyDocument.Statement, [
+        { Action: 'sts:AssumeRole', Effect: 'Allow', Principal: { Service: 'ec2.amazonaws.com' } },
+      ]);
+      const all = JSON.stringify(statementsOfRole(s.json, roleId));
+      for (const forbidden of ['ssm:GetParameter', 'ec2messages:', 'container-assets', 'ssm:SendCommand']) {
+        assert.ok(!all.includes(forbidden), `instance role grants ${forbidden}`);
+      }
+    }
   });
 
   it('with a customer-managed key: adds kms:Decrypt through Secrets Manager only', () => {
     const s = synth(SINGLE_USER_CMK);
     assert.deepEqual(statementsOfRole(s.json, s.logicalId(s.stack.webApp.role)), [
-      ...imageStatements(s),
+      ...expected(s),
       {
-        Sid: 'DecryptTheSecretThroughSecretsManager',
+        Sid: 'DecryptTheSecretsThroughSecretsManager',
         Effect: 'Allow',
         Action: 'kms:Decrypt',
         Resource: s.ref(s.stack.key!.keyArn),
         Condition: { StringEquals: { 'kms:ViaService': 'secretsmanager.eu-west-1.amazonaws.com' } },
       },
+      signal,
     ]);
   });
 });
 
-describe('every role in the template', () => {
+describe('database provisioner role', () => {
   for (const [name, context] of Object.entries({ DEFAULTS, SINGLE_USER_CMK })) {
+    it(`${name}: reads the three secrets (nothing written), its VPC attachment and its own log`, () => {
+      const s = synth(context);
+      const p = s.stack.provisioner;
+      const db = s.stack.database;
+      const expected: Statement[] = [
+        {
+          Sid: 'ReadTheThreeSecrets',
+          Effect: 'Allow',
+          Action: 'secretsmanager:GetSecretValue',
+          Resource: [db.masterSecretAttachment, db.appSecretAttachment, db.ownerSecretAttachment]
+            .map((a) => s.ref(a.secretArn))
+            .sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+        },
+        { Sid: 'AttachToTheVpc', Effect: 'Allow', Action: VPC_ACTIONS, Resource: '*' },
+        { Sid: 'WriteItsOwnLogs', Effect: 'Allow', Action: ['logs:CreateLogStream', 'logs:PutLogEvents'], Resource: s.ref(p.logGroup.logGroupArn) },
+      ];
+      if (s.stack.key) {
+        expected.push({
+          Sid: 'UseTheKeyThroughSecretsManager',
+          Effect: 'Allow',
+          Action: 'kms:Decrypt',
+          Resource: s.ref(s.stack.key.keyArn),
+          Condition: { StringEquals: { 'kms:ViaService': 'secretsmanager.eu-west-1.amazonaws.com' } },
+        });
+      }
+      assert.deepEqual(statementsOfRole(s.json, s.logicalId(p.role)), expected);
+    });
+  }
+
+  it("the custom resource framework's role: its log, and looking up and invoking the provisioner", () => {
+    const s = synth(DEFAULTS);
+    const p = s.stack.provisioner;
+    const fn = s.logicalId(p.function);
+    assert.deepEqual(statementsOfRole(s.json, s.logicalId(p.frameworkRole)), [
+      { Sid: 'WriteItsOwnLogs', Effect: 'Allow', Action: ['logs:CreateLogStream', 'logs:PutLogEvents'], Resource: s.ref(p.frameworkLogGroup.logGroupArn) },
+      {
+        Effect: 'Allow',
+        Action: 'lambda:InvokeFunction',
+        Resource: [{ 'Fn::GetAtt': [fn, 'Arn'] }, { 'Fn::Join': ['', [{ 'Fn::GetAtt': [fn, 'Arn'] }, ':*']] }],
+      },
+      // The framework checks the function's state before invoking it.
+      { Effect: 'Allow', Action: 'lambda:GetFunction', Resource: { 'Fn::GetAtt': [fn, 'Arn'] } },
+    ]);
+    assert.equal(s.json.Resources[s.logicalId(p.frameworkRole)].Properties!.ManagedPolicyArns, undefined);
+  });
+});
+
+describe('deletion protection guard role', () => {
+  it('may modify this database instance only, and write its log', () => {
+    const s = synth(DEFAULTS);
+    const guard = s.stack.deletionProtection!;
+    assert.deepEqual(statementsOfRole(s.json, s.logicalId(guard.role)), [
+      {
+        Sid: 'ProtectTheDatabase',
+        Effect: 'Allow',
+        Action: 'rds:ModifyDBInstance',
+        Resource: 'arn:aws:rds:eu-west-1:123456789012:db:pgrotation-postgres',
+      },
+      {
+        Sid: 'WriteItsOwnLogs',
+        Effect: 'Allow',
+        Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        Resource: { 'Fn::GetAtt': [s.json.Resources ? findLogGroup(s, 'DatabaseDeletionProtection') : '', 'Arn'] },
+      },
+    ]);
+  });
+});
+
+function findLogGroup(s: Synthesised, under: string): string {
+  const ids = Object.entries(s.json.Resources)
+    .filter(([id, r]) => r.Type === 'AWS::Logs::LogGroup' && id.startsWith(under))
+    .map(([id]) => id);
+  assert.equal(ids.length, 1, `one log group under ${under}`);
+  return ids[0];
+}
+
+describe('every role in the template', () => {
+  for (const [name, context] of Object.entries({ DEFAULTS, SINGLE_USER_CMK, ARM_ONE_INSTANCE })) {
     it(`${name}: no GetRandomPassword, no wildcard action, no secretsmanager action on "*"`, () => {
       const s = synth(context);
       const roles = resourcesOfType(s.json, 'AWS::IAM::Role');
-      assert.ok(roles.length >= 3);
+      assert.ok(roles.length >= 3, `only ${roles.length} roles`);
       for (const [id] of roles) {
         for (const statement of statementsOfRole(s.json, id)) {
           for (const action of actionsOf(statement)) {
@@ -157,6 +270,7 @@ describe('Secrets Manager invoking the rotation function', () => {
       const s = synth(context);
       const rotations = [
         { rotation: s.stack.appRotation, secret: s.stack.database.appSecret },
+        { rotation: s.stack.ownerRotation, secret: s.stack.database.ownerSecret },
         ...(s.stack.masterRotation ? [{ rotation: s.stack.masterRotation, secret: s.stack.database.masterSecret }] : []),
       ];
       const permissions = resourcesOfType(s.json, 'AWS::Lambda::Permission');

@@ -1,9 +1,9 @@
-// The network path: isolated subnets, flow logs, the Secrets Manager endpoint
-// and every security group rule, compared as complete sets.
+// The network path: isolated subnets, flow logs, every endpoint and its
+// policy, and every security group rule, compared as complete sets.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DEFAULTS, SINGLE_USER_CMK } from './configurations';
+import { ARM_ONE_INSTANCE, DEFAULTS, SINGLE_USER_CMK } from './configurations';
 import { resourcesOfType, synth, type CfnTemplate, type Synthesised } from './helpers';
 
 /** A security group's rules as readable strings, inline and standalone alike. */
@@ -40,6 +40,7 @@ function groups(s: Synthesised) {
     db: s.logicalId(n.databaseSecurityGroup),
     rotation: s.logicalId(n.rotationSecurityGroup),
     app: s.logicalId(n.appSecurityGroup),
+    lb: s.logicalId(n.loadBalancerSecurityGroup),
     smEndpoint: s.logicalId(n.secretsManagerEndpointSecurityGroup),
     hostEndpoints: s.logicalId(n.hostEndpointsSecurityGroup),
   };
@@ -74,15 +75,23 @@ describe('security groups', () => {
     assert.deepEqual(rules(s.json, g.hostEndpoints), { ingress: [`tcp/443-443 sg:${g.app}`], egress: [] });
   });
 
-  it('web app: the app port from the configured CIDR only; out to the database, the endpoints and S3', () => {
+  it('load balancer: its listener from the configured CIDR only; out to the app port of the instances only', () => {
     for (const [context, cidr] of [
       [DEFAULTS, '10.20.0.0/16'],
       [SINGLE_USER_CMK, '203.0.113.7/32'],
     ] as const) {
       const s = synth(context);
       const g = groups(s);
+      assert.deepEqual(rules(s.json, g.lb), { ingress: [`tcp/80-80 cidr:${cidr}`], egress: [`tcp/8080-8080 sg:${g.app}`] });
+    }
+  });
+
+  it('web app: the app port from the load balancer only (not the admin port); out to the database, the endpoints and S3', () => {
+    for (const context of [DEFAULTS, SINGLE_USER_CMK]) {
+      const s = synth(context);
+      const g = groups(s);
       assert.deepEqual(rules(s.json, g.app), {
-        ingress: [`tcp/8080-8080 cidr:${cidr}`],
+        ingress: [`tcp/8080-8080 sg:${g.lb}`],
         egress: [
           `tcp/5432-5432 sg:${g.db}`,
           `tcp/443-443 sg:${g.smEndpoint}`,
@@ -118,7 +127,7 @@ describe('Secrets Manager endpoint', () => {
     assert.deepEqual(endpoint.SubnetIds, rotationSubnets);
   });
 
-  it("carries this account's calls on this stack's two secrets only", () => {
+  it("carries this account's calls on this stack's three secrets only", () => {
     const s = synth(DEFAULTS);
     const endpoint = s.json.Resources[s.logicalId(s.stack.network.secretsManagerEndpoint)].Properties!;
     assert.deepEqual(endpoint.PolicyDocument.Statement, [
@@ -129,11 +138,113 @@ describe('Secrets Manager endpoint', () => {
         Action: [
           'secretsmanager:DescribeSecret',
           'secretsmanager:GetSecretValue',
+          'secretsmanager:ListSecretVersionIds',
           'secretsmanager:PutSecretValue',
           'secretsmanager:UpdateSecretVersionStage',
         ],
-        Resource: [s.ref(s.stack.database.appSecret.secretArn), s.ref(s.stack.database.masterSecret.secretArn)],
+        Resource: [
+          s.ref(s.stack.database.appSecret.secretArn),
+          s.ref(s.stack.database.masterSecret.secretArn),
+          s.ref(s.stack.database.ownerSecret.secretArn),
+        ],
         Condition: { StringEquals: { 'aws:PrincipalAccount': '123456789012' } },
+      },
+    ]);
+  });
+});
+
+describe("the instances' endpoints", () => {
+  const policy = (s: Synthesised, name: keyof Synthesised['stack']['network']['hostEndpoints']) =>
+    s.json.Resources[s.logicalId(s.stack.network.hostEndpoints[name])].Properties!;
+
+  it('exist for ECR, SSM, SSM messages, CloudWatch Logs and CloudFormation, in both app subnets; no EC2 messages (Run Command)', () => {
+    const s = synth(DEFAULTS);
+    const services = resourcesOfType(s.json, 'AWS::EC2::VPCEndpoint')
+      .filter(([, e]) => e.VpcEndpointType === 'Interface')
+      .map(([, e]) => e.ServiceName as string)
+      .sort();
+    assert.deepEqual(services, [
+      'com.amazonaws.eu-west-1.cloudformation',
+      'com.amazonaws.eu-west-1.ecr.api',
+      'com.amazonaws.eu-west-1.ecr.dkr',
+      'com.amazonaws.eu-west-1.logs',
+      'com.amazonaws.eu-west-1.secretsmanager',
+      'com.amazonaws.eu-west-1.ssm',
+      'com.amazonaws.eu-west-1.ssmmessages',
+    ]);
+    const appSubnets = s.stack.network.vpc.selectSubnets({ subnetGroupName: 'app' }).subnetIds.map(s.ref);
+    assert.equal(appSubnets.length, 2);
+    for (const name of Object.keys(s.stack.network.hostEndpoints) as (keyof typeof s.stack.network.hostEndpoints)[]) {
+      assert.deepEqual(policy(s, name).SubnetIds, appSubnets, name);
+      assert.equal(policy(s, name).PrivateDnsEnabled, true, name);
+    }
+  });
+
+  it('every interface endpoint has a policy, and none admits "*" actions', () => {
+    for (const context of [DEFAULTS, SINGLE_USER_CMK, ARM_ONE_INSTANCE]) {
+      const s = synth(context);
+      for (const [id, e] of resourcesOfType(s.json, 'AWS::EC2::VPCEndpoint')) {
+        assert.ok(e.PolicyDocument, `${id} has no endpoint policy (full access)`);
+        for (const st of e.PolicyDocument.Statement) {
+          for (const a of [st.Action].flat()) assert.ok(!String(a).includes('*'), `${id}: ${a}`);
+        }
+      }
+    }
+  });
+
+  it("serve the instance role only, each for what the role may do through it", () => {
+    const s = synth(DEFAULTS);
+    const role = { ArnEquals: { 'aws:PrincipalArn': { 'Fn::GetAtt': [s.logicalId(s.stack.webApp.role), 'Arn'] } } };
+    const repo = 'arn:aws:ecr:eu-west-1:123456789012:repository/pgrotation/web-app';
+    const pull = {
+      Sid: 'PullTheAppImage',
+      Effect: 'Allow',
+      Principal: { AWS: '*' },
+      Action: ['ecr:BatchCheckLayerAvailability', 'ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'],
+      Resource: repo,
+      Condition: role,
+    };
+    assert.deepEqual(policy(s, 'EcrApi').PolicyDocument.Statement, [
+      { Sid: 'LogInToEcr', Effect: 'Allow', Principal: { AWS: '*' }, Action: 'ecr:GetAuthorizationToken', Resource: '*', Condition: role },
+      pull,
+    ]);
+    assert.deepEqual(policy(s, 'EcrDocker').PolicyDocument.Statement, [pull]);
+    assert.deepEqual(policy(s, 'Ssm').PolicyDocument.Statement, [
+      { Sid: 'RegisterWithSessionManager', Effect: 'Allow', Principal: { AWS: '*' }, Action: 'ssm:UpdateInstanceInformation', Resource: '*', Condition: role },
+    ]);
+    assert.deepEqual(policy(s, 'SsmMessages').PolicyDocument.Statement, [
+      {
+        Sid: 'SessionManagerChannels',
+        Effect: 'Allow',
+        Principal: { AWS: '*' },
+        Action: [
+          'ssmmessages:CreateControlChannel',
+          'ssmmessages:CreateDataChannel',
+          'ssmmessages:OpenControlChannel',
+          'ssmmessages:OpenDataChannel',
+        ],
+        Resource: '*',
+        Condition: role,
+      },
+    ]);
+    assert.deepEqual(policy(s, 'Logs').PolicyDocument.Statement, [
+      {
+        Sid: 'WriteTheAppLog',
+        Effect: 'Allow',
+        Principal: { AWS: '*' },
+        Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        Resource: s.ref(s.stack.webApp.logGroup.logGroupArn),
+        Condition: role,
+      },
+    ]);
+    assert.deepEqual(policy(s, 'CloudFormation').PolicyDocument.Statement, [
+      {
+        Sid: 'SignalThisStack',
+        Effect: 'Allow',
+        Principal: { AWS: '*' },
+        Action: 'cloudformation:SignalResource',
+        Resource: { Ref: 'AWS::StackId' },
+        Condition: role,
       },
     ]);
   });

