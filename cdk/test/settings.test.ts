@@ -23,7 +23,7 @@ describe('settings from context', () => {
     assert.equal(s.rotationStrategy, 'alternating-users');
     assert.equal(s.rotationDays, 30);
     assert.equal(s.deletionProtection, true);
-    assert.equal(s.rotationFnArchitecture, 'arm64');
+    assert.equal(s.rotationFnArchitecture, 'x86_64');
     assert.ok(s.rotationFnAssetDir.endsWith(path.join('target', 'lambda', 'bootstrap')));
   });
 

@@ -22,7 +22,7 @@
 #      directory into the function's code.
 #
 # The architecture is the argument, else $ROTATION_FN_ARCHITECTURE, else the
-# `rotationFnArchitecture` context in cdk/cdk.json, else arm64 (the CDK app's
+# `rotationFnArchitecture` context in cdk/cdk.json, else x86_64 (the CDK app's
 # default), so the check builds what `cdk deploy` ships. SHIP_CHECK_EMULATE=1
 # runs the rotations under qemu-user even when the artifact's CPU is the host's.
 #
@@ -73,7 +73,7 @@ ARCH_SOURCE=argument
 ARCH=$ARCH_ARG
 if [ -z "$ARCH" ] && [ -n "${ROTATION_FN_ARCHITECTURE:-}" ]; then ARCH=$ROTATION_FN_ARCHITECTURE; ARCH_SOURCE='the environment variable ROTATION_FN_ARCHITECTURE'; fi
 if [ -z "$ARCH" ]; then ARCH=$(cdk_context_architecture); ARCH_SOURCE='cdk/cdk.json context rotationFnArchitecture'; fi
-if [ -z "$ARCH" ]; then ARCH=arm64; ARCH_SOURCE="the CDK app's default"; fi
+if [ -z "$ARCH" ]; then ARCH=x86_64; ARCH_SOURCE="the CDK app's default (cdk/lib/settings.ts)"; fi
 
 case "$ARCH" in
   arm64 | aarch64)
