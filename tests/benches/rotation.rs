@@ -1,27 +1,36 @@
-//! Rotation benchmark: the release `bootstrap` against the throwaway
-//! PostgreSQL and moto, driven through the Runtime API emulator.
+//! Rotation benchmark, through the real orchestration path: RotateSecret at
+//! the local Secrets Manager endpoint, which invokes the release `bootstrap`
+//! through the Lambda Runtime API, against the throwaway PostgreSQL 15 (TLS,
+//! scram-sha-256) and moto. Times are what a user of `rotate-secret` sees:
+//! from the RotateSecret call to the rotation's end, and per step as the
+//! endpoint timed each invocation.
 //!
-//! Run with `make bench-rotation` (builds the release binary, then
-//! `BOOTSTRAP_BIN=target/release/bootstrap cargo bench -p e2e --bench rotation`).
-//! Prints a Markdown table; the README keeps the last one.
+//! ```sh
+//! cargo build --release -p rotation-fn
+//! BOOTSTRAP_BIN=$PWD/target/release/bootstrap cargo bench -p e2e --bench rotation
+//! ```
 //!
-//! The "I/O floor" is what a rotation cannot avoid: the Secrets Manager calls
-//! and database connections the function made during the steps (counted in
-//! moto's and PostgreSQL's logs), each priced at the median this process
-//! measures for one such call against the same servers.
+//! Prints a Markdown table; the README keeps the last one. The "I/O floor"
+//! is what a rotation cannot avoid: the Secrets Manager calls the function
+//! made (the endpoint's call log) and its database logins (the server's
+//! `connection authorized` lines), each priced at the median this process
+//! measures for one such call against the same servers. The CPU-quota rows
+//! confine the warm function process to Lambda's CPU share at a memory size
+//! (a cgroup quota; 1,769 MB = one vCPU).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e::{Function, STEPS, TestEnv, runtime_api};
-use sqlx::Connection;
-use sqlx::postgres::{PgConnection, PgSslMode};
+use e2e::{ALTERNATING, SINGLE, STEPS, TestEnv};
+use serde_json::json;
 
 const WARM_ROTATIONS: usize = 40;
-const COLD_ROTATIONS: usize = 12;
-const COLD_STARTS: usize = 30;
+const COLD_ROTATIONS: usize = 10;
+const QUOTA_ROTATIONS: usize = 10;
+const MEMORY_SIZES_MB: [u32; 4] = [128, 256, 512, 1024];
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Samples(Vec<Duration>);
 
 impl Samples {
@@ -42,22 +51,31 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// One rotation, step by step, as Secrets Manager runs it. Also counts the
-/// Secrets Manager calls and database connections made during the steps.
-async fn timed_rotation(env: &mut TestEnv, arn: &str) -> ([Duration; 4], usize, usize) {
-    let token = env.begin_rotation(arn).await;
-    let mut times = [Duration::ZERO; 4];
-    let (mut calls, mut connections) = (0, 0);
-    for (i, step) in STEPS.iter().enumerate() {
-        let (moto_before, pg_before) = (env.moto.log().len(), env.pg.server_log().len());
-        let started = Instant::now();
-        env.step(step, arn, &token).await.unwrap();
-        times[i] = started.elapsed();
-        calls += env.moto.log()[moto_before..].matches("\"POST / HTTP").count();
-        connections += env.pg.server_log()[pg_before..].matches("connection received").count();
+/// One rotation as an operator starts it; its per-step times, its total, and
+/// the Secrets Manager calls and logins the function made.
+struct Rotation {
+    steps: [Duration; 4],
+    total: Duration,
+    calls: usize,
+    logins: usize,
+}
+
+async fn rotate(env: &mut TestEnv, arn: &str, function: &str) -> Rotation {
+    let calls_before = env.function_calls(function).len();
+    let log_before = env.pg.server_log().len();
+    let started = Instant::now();
+    let token = env.rotate_secret(arn, function).await;
+    let record = env.wait(&token).await;
+    let total = started.elapsed();
+    assert!(record.error.is_none(), "{:?}", record.error);
+    let mut steps = [Duration::ZERO; 4];
+    for s in &record.steps {
+        let i = STEPS.iter().position(|n| *n == s.step).unwrap();
+        steps[i] = Duration::from_secs_f64(s.duration_ms.unwrap_or_default() / 1000.0);
     }
-    env.drop_pending(arn, &token).await;
-    (times, calls, connections)
+    let calls = env.function_calls(function).len() - calls_before;
+    let logins = env.pg.server_log()[log_before..].matches("connection authorized: user=").count();
+    Rotation { steps, total, calls, logins }
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -76,95 +94,178 @@ async fn median_of(n: usize, mut f: impl AsyncFnMut()) -> Duration {
     s.quantile(0.5)
 }
 
+/// A CPU quota for one process, as Lambda gives a function of `memory_mb`
+/// (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`); removed on drop.
+struct CpuQuota {
+    dir: PathBuf,
+}
+
+impl CpuQuota {
+    fn confine(pid: u32, memory_mb: u32) -> Option<CpuQuota> {
+        let period = 100_000u64;
+        let quota = (u64::from(memory_mb) * period / 1769).max(1000);
+        let name = format!("rotation-bench-{}-{memory_mb}", std::process::id());
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            let dir = Path::new("/sys/fs/cgroup").join(name);
+            std::fs::create_dir(&dir).ok()?;
+            std::fs::write(dir.join("cpu.max"), format!("{quota} {period}")).ok()?;
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string()).ok()?;
+            Some(CpuQuota { dir })
+        } else {
+            let dir = Path::new("/sys/fs/cgroup/cpu").join(name);
+            std::fs::create_dir(&dir).ok()?;
+            std::fs::write(dir.join("cpu.cfs_period_us"), period.to_string()).ok()?;
+            std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string()).ok()?;
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string()).ok()?;
+            Some(CpuQuota { dir })
+        }
+    }
+}
+
+impl Drop for CpuQuota {
+    fn drop(&mut self) {
+        // Hand the process back to the parent group, then remove ours.
+        let parent = self.dir.parent().unwrap().join("cgroup.procs");
+        if let Ok(pids) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in pids.lines() {
+                let _ = std::fs::write(&parent, pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let Some(bin) = std::env::var_os("BOOTSTRAP_BIN") else {
-        eprintln!("set BOOTSTRAP_BIN to a release build (see `make bench-rotation`)");
+        eprintln!("set BOOTSTRAP_BIN to a release build: cargo build --release -p rotation-fn");
         std::process::exit(2);
     };
     let binary_size = std::fs::metadata(&bin).unwrap().len();
     let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("bench", "app", "Initial-Passw0rd-for-bench").await;
 
-    // Cold start: process start to its first request for work.
-    let mut cold_start = Samples::default();
-    for _ in 0..COLD_STARTS {
-        let f = Function::spawn(&runtime_api::bootstrap_path(), &env.function_env()).await;
-        cold_start.push(f.cold_start().await);
-        f.stop().await;
-    }
-
-    // Cold: the first rotation of a fresh process (TLS roots, SDK client,
-    // first connections).
-    let (mut cold, mut cold_total) = (<[Samples; 4]>::default(), Samples::default());
+    // Cold: the first rotation of a fresh process, Init Duration included in
+    // its createSecret (TLS roots, SDK client and first connections too).
+    let (mut cold, mut cold_total, mut init) = (<[Samples; 4]>::default(), Samples::default(), Samples::default());
     let mut cold_hwm = 0;
     for _ in 0..COLD_ROTATIONS {
         env.restart_function(&[]).await;
-        env.function.as_ref().unwrap().cold_start().await;
-        let (times, _, _) = timed_rotation(&mut env, &arn).await;
-        for (s, t) in cold.iter_mut().zip(times) {
+        let r = rotate(&mut env, &arn, SINGLE).await;
+        for (s, t) in cold.iter_mut().zip(r.steps) {
             s.push(t);
         }
-        cold_total.push(times.iter().sum());
-        cold_hwm = cold_hwm.max(vm_hwm_kib(env.function.as_ref().unwrap().pid().unwrap()));
+        cold_total.push(r.total);
+        let stats = env.endpoint.function_stats(SINGLE).unwrap();
+        init.push(Duration::from_micros(stats.last_init_us.unwrap()));
+        cold_hwm = cold_hwm.max(vm_hwm_kib(stats.pid.unwrap()));
     }
 
     // Warm: one process, many rotations.
     env.restart_function(&[]).await;
-    timed_rotation(&mut env, &arn).await; // warm-up
+    rotate(&mut env, &arn, SINGLE).await; // warm-up
     let (mut warm, mut warm_total) = (<[Samples; 4]>::default(), Samples::default());
-    let (mut calls, mut connections) = (0, 0);
+    let (mut calls, mut logins) = (Vec::new(), Vec::new());
     for _ in 0..WARM_ROTATIONS {
-        let (times, c, n) = timed_rotation(&mut env, &arn).await;
-        for (s, t) in warm.iter_mut().zip(times) {
+        let r = rotate(&mut env, &arn, SINGLE).await;
+        for (s, t) in warm.iter_mut().zip(r.steps) {
             s.push(t);
         }
-        warm_total.push(times.iter().sum());
-        (calls, connections) = (c, n);
+        warm_total.push(r.total);
+        calls.push(r.calls);
+        logins.push(r.logins);
     }
-    let warm_hwm = vm_hwm_kib(env.function.as_ref().unwrap().pid().unwrap());
+    let warm_pid = env.pid(SINGLE).unwrap();
+    let warm_hwm = vm_hwm_kib(warm_pid);
 
-    // The floor: one Secrets Manager call, one TLS + SCRAM login, from here.
+    // Alternating users, warm: the master logs in too.
+    let superuser = env.pg.superuser_password().to_owned();
+    let master = env.create_secret("bench-master", &env.secret_json("postgres", &superuser)).await;
+    env.pg.set_password("reporting", "Initial-Passw0rd-for-bench").await;
+    let mut value = env.secret_json("reporting", "Initial-Passw0rd-for-bench");
+    value["masterarn"] = json!(master);
+    let alt = env.create_secret("bench-alt", &value).await;
+    rotate(&mut env, &alt, ALTERNATING).await; // creates the clone
+    let (mut alt_total, mut alt_calls, mut alt_logins) = (Samples::default(), Vec::new(), Vec::new());
+    for _ in 0..WARM_ROTATIONS / 2 {
+        let r = rotate(&mut env, &alt, ALTERNATING).await;
+        alt_total.push(r.total);
+        alt_calls.push(r.calls);
+        alt_logins.push(r.logins);
+    }
+
+    // The floor: one Secrets Manager call through the endpoint, one TLS login.
     let sm = env.sm.clone();
     let sm_call = median_of(50, async || {
         sm.describe_secret().secret_id(&arn).send().await.unwrap();
     })
     .await;
-    let current = env.value(&arn, "AWSCURRENT").await.unwrap()["password"].as_str().unwrap().to_owned();
-    // Priced with the function's own connection policy: verify-full against the CA.
+    let current = env.password(&arn, "AWSCURRENT").await;
     let secret = db_secret::DbSecret::parse(&env.secret_json("app", &current).to_string()).unwrap();
     let ca = std::fs::read(env.pg.ca_bundle()).unwrap();
     let trust = db_secret::Trust::with_bundle("ca.crt", &ca).unwrap();
     let connector = db_secret::Connector::new(db_secret::TlsFloor::verify_full("DB_TLS"), trust, "bench");
     let login = median_of(30, async || {
+        use sqlx::Connection as _;
         connector.connect(&secret, |o| o).await.unwrap().close().await.unwrap();
     })
     .await;
-    let plain = env.pg.options("app", &current, "postgres").ssl_mode(PgSslMode::Disable);
-    let plain_login =
-        median_of(30, async || PgConnection::connect_with(&plain).await.unwrap().close().await.unwrap()).await;
-    let floor = sm_call * calls as u32 + login * connections as u32;
+    let mode = |v: &[usize]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let (calls, logins) = (mode(&calls), mode(&logins));
+    let floor = sm_call * calls as u32 + login * logins as u32;
 
-    println!("| Measure (release build, {}) | median / p90 |", std::env::consts::ARCH);
+    // CPU quotas like Lambda's, on the warm process.
+    let mut quota_rows = Vec::new();
+    for memory in MEMORY_SIZES_MB {
+        let Some(quota) = CpuQuota::confine(warm_pid, memory) else {
+            quota_rows.push(format!("| {memory} MB | not measured: no writable cgroup |"));
+            continue;
+        };
+        rotate(&mut env, &arn, SINGLE).await;
+        let mut total = Samples::default();
+        let mut set = Samples::default();
+        for _ in 0..QUOTA_ROTATIONS {
+            let r = rotate(&mut env, &arn, SINGLE).await;
+            total.push(r.total);
+            set.push(r.steps[1]);
+        }
+        drop(quota);
+        quota_rows.push(format!(
+            "| {memory} MB ({:.1} % of a vCPU) | {} ms | {} ms |",
+            f64::from(memory) / 17.69,
+            total.cell(),
+            set.cell()
+        ));
+    }
+
+    println!("| Measure (release build, {}, through sm-local) | median / p90 |", std::env::consts::ARCH);
     println!("|---|---|");
-    println!("| Cold start, process start → ready ({COLD_STARTS} runs) | {} ms |", cold_start.cell());
+    println!("| Init Duration (process start → first request for work, {COLD_ROTATIONS} runs) | {} ms |", init.cell());
     for (i, step) in STEPS.iter().enumerate() {
         println!("| {step}, warm ({WARM_ROTATIONS} rotations) | {} ms |", warm[i].cell());
     }
-    println!("| **Rotation total, warm** | {} ms |", warm_total.cell());
+    println!("| **Rotation, warm, RotateSecret to done** | {} ms |", warm_total.cell());
     for (i, step) in STEPS.iter().enumerate() {
         println!("| {step}, cold (first rotation of a new process, {COLD_ROTATIONS} runs) | {} ms |", cold[i].cell());
     }
-    println!("| **Rotation total, cold** | {} ms |", cold_total.cell());
+    println!("| **Rotation, cold, RotateSecret to done** | {} ms |", cold_total.cell());
+    println!("| Rotation, alternating users, warm ({} rotations) | {} ms |", WARM_ROTATIONS / 2, alt_total.cell());
     println!(
-        "| I/O floor: {calls} Secrets Manager calls × {:.2} ms + {connections} logins × {:.2} ms | {:.2} ms |",
+        "| Per single-user rotation, warm: Secrets Manager calls / database logins | {calls} / {logins} (alternating: {} / {}) |",
+        mode(&alt_calls),
+        mode(&alt_logins)
+    );
+    println!(
+        "| I/O floor: {calls} calls × {:.2} ms + {logins} logins × {:.2} ms | {:.2} ms |",
         ms(sm_call),
         ms(login),
         ms(floor)
     );
-    println!("| One login, TLS verify-full, TCP_NODELAY (as the function does it) | {:.2} ms |", ms(login));
-    println!("| One login, plain text (for comparison) | {:.2} ms |", ms(plain_login));
-    println!("| Warm rotation above the I/O floor | {:.2} ms |", ms(warm_total.quantile(0.5).saturating_sub(floor)));
+    println!("| Warm rotation above its I/O floor | {:.2} ms |", ms(warm_total.quantile(0.5).saturating_sub(floor)));
     println!(
         "| Peak RSS (VmHWM), warm process after {} rotations | {:.1} MiB |",
         WARM_ROTATIONS + 1,
@@ -172,5 +273,11 @@ async fn main() {
     );
     println!("| Peak RSS (VmHWM), cold process after one rotation (max) | {:.1} MiB |", cold_hwm as f64 / 1024.0);
     println!("| Binary size (`bootstrap`, stripped) | {:.1} MiB |", binary_size as f64 / 1024.0 / 1024.0);
+    println!();
+    println!("| Lambda memory size (CPU share) | warm rotation, median / p90 | setSecret, median / p90 |");
+    println!("|---|---|---|");
+    for row in quota_rows {
+        println!("{row}");
+    }
     env.assert_no_leaks().await;
 }

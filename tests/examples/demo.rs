@@ -80,9 +80,7 @@ async fn main() {
     let keep_running = std::env::args().any(|a| a == "--keep-running");
     println!("==> starting PostgreSQL 15 (TLS, scram-sha-256, log_statement=all), moto, and the real bootstrap");
     let mut env = TestEnv::start().await;
-    let cold = env.function.as_ref().unwrap().cold_start().await;
     println!("    PostgreSQL on 127.0.0.1:{}, moto at {}", env.pg.port(), env.moto.endpoint());
-    println!("    function ready {:.1} ms after its process started", ms(cold));
 
     let arn = env.create_user_and_secret("demo/app", "app", INITIAL).await;
     env.pg.exec("GRANT CREATE ON SCHEMA public TO app").await;

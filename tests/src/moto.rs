@@ -4,6 +4,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::retry::RetryConfig;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use tokio::process::{Child, Command};
 
@@ -53,20 +54,9 @@ impl Moto {
         ]
     }
 
+    /// A client talking to moto directly (tests talk to the endpoint in front of it).
     pub fn client(&self) -> Client {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let config = aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(self.endpoint())
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "e2e"))
-            .http_client(http)
-            .build();
-        Client::from_conf(config)
+        client(&self.endpoint(), RetryConfig::standard())
     }
 
     /// Turns IAM enforcement on: every call without an allowing policy is denied.
@@ -95,4 +85,22 @@ impl Moto {
     pub async fn stop(&mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// A Secrets Manager client for `endpoint` with dummy credentials.
+pub fn client(endpoint: &str, retry: RetryConfig) -> Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "e2e"))
+        .retry_config(retry)
+        .http_client(http)
+        .build();
+    Client::from_conf(config)
 }

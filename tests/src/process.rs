@@ -1,7 +1,7 @@
 //! Child processes whose output a test reads: everything they print to stdout
 //! and stderr, collected as it comes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -47,4 +47,49 @@ pub fn capture_output(child: &mut Child) -> Arc<Mutex<String>> {
         });
     }
     output
+}
+
+/// Where `cargo build` put the binary `name` of this workspace, or the path
+/// in `env_override`.
+pub fn binary_path(env_override: &str, name: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env_override) {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug").join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// The rotation function; `BOOTSTRAP_BIN` overrides.
+pub fn bootstrap_path() -> PathBuf {
+    binary_path("BOOTSTRAP_BIN", "bootstrap")
+}
+
+/// Sends `signal` (`STOP`, `KILL`, `TERM`) to a process.
+pub async fn signal(pid: u32, signal: &str) {
+    let status = tokio::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .await
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Waits until process `pid` has died (gone, or a zombie nobody reaped yet).
+pub async fn wait_gone(pid: u32) {
+    let started = std::time::Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name in parentheses: `pid (comm) S …`.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        if matches!(state, None | Some("Z" | "X")) {
+            return;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "process {pid} did not die");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::TestEnv;
 use crate::postgres::HOST;
-use crate::runtime_api::binary_path;
+use crate::process::binary_path;
 
 /// Where `cargo build` put the web app; `WEB_APP_BIN` overrides (a relative path is
 /// taken from the workspace root, where the documented commands run).
@@ -467,13 +467,4 @@ impl Drop for SmProxy {
 /// Every password in `text` that the test knows of (for leak assertions on app output).
 pub fn leaked<'a>(text: &str, passwords: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     passwords.into_iter().filter(|p| text.contains(p.as_str())).map(|p| format!("{}…", &p[..4.min(p.len())])).collect()
-}
-
-impl TestEnv {
-    /// Every password this test created or saw, including every stored version of every
-    /// secret it created.
-    pub async fn known_passwords(&mut self) -> Vec<String> {
-        self.collect_stored_passwords().await;
-        self.passwords.iter().cloned().collect()
-    }
 }

@@ -2,7 +2,7 @@
 //! CDK's custom resource runs it on a first deploy: logins for the owner and
 //! the app, DML-only for the app through default privileges, no manual SQL.
 
-use e2e::TestEnv;
+use e2e::{ALTERNATING_USERS, PROVISIONER, TestEnv};
 use serde_json::{Value, json};
 
 /// Not what the function would generate: SASLprep maps the soft hyphen to
@@ -31,7 +31,6 @@ async fn stack(env: &mut TestEnv) -> Stack {
     let app = env.create_secret("stack/app", &app).await;
     // Owner secret as a stack generates it: only a username and a password.
     let owner = env.create_secret("stack/owner", &json!({"username": "app_owner", "password": OWNER})).await;
-    env.restart_function(&[("_HANDLER", "provision")]).await;
     Stack { master, app, owner }
 }
 
@@ -62,7 +61,7 @@ async fn as_user(env: &TestEnv, user: &str, password: &str, sql: &str) -> Result
 async fn a_first_deploy_provisions_an_owner_and_a_dml_only_app_login() {
     let mut env = TestEnv::start().await;
     let s = stack(&mut env).await;
-    let out = env.invoke(&event("Create", &s)).await.expect("provisioned");
+    let out = env.invoke_function(PROVISIONER, &event("Create", &s)).await.expect("provisioned");
     assert_eq!(out["PhysicalResourceId"], "db-logins/app/app/app_owner");
     assert_eq!(out["Data"], json!({"AppUsername": "app", "OwnerUsername": "app_owner"}));
     assert_eq!(env.pg.login("app", APP).await, Ok(()), "the verifier was prepared as the server prepares logins");
@@ -82,7 +81,7 @@ async fn a_first_deploy_provisions_an_owner_and_a_dml_only_app_login() {
     assert_eq!(as_user(&env, "app", APP, "DROP TABLE notes").await, Err("42501".into()), "no DDL");
 
     // Alternating rotations: the clone inherits the app's DML.
-    env.restart_function(&[("ROTATION_STRATEGY", "alternating-users")]).await;
+    env.use_strategy(ALTERNATING_USERS).await;
     env.rotate(&s.app).await.expect("first rotation creates app_clone");
     let current = env.value(&s.app, "AWSCURRENT").await.expect("current");
     let clone_password = current["password"].as_str().expect("password").to_owned();
@@ -91,11 +90,10 @@ async fn a_first_deploy_provisions_an_owner_and_a_dml_only_app_login() {
         .expect("clone DML");
 
     // An update (a redeploy) changes no password and keeps working.
-    env.restart_function(&[("_HANDLER", "provision")]).await;
-    env.invoke(&event("Update", &s)).await.expect("idempotent");
+    env.invoke_function(PROVISIONER, &event("Update", &s)).await.expect("idempotent");
     assert_eq!(env.pg.login("app_clone", &clone_password).await, Ok(()));
     assert_eq!(env.pg.login("app", APP).await, Ok(()), "the app's password is the rotations' to change");
-    let out = env.invoke(&event("Delete", &s)).await.expect("delete");
+    let out = env.invoke_function(PROVISIONER, &event("Delete", &s)).await.expect("delete");
     assert_eq!(out["PhysicalResourceId"], "db-logins");
     assert!(env.pg.role_exists("app").await && env.pg.role_exists("app_owner").await, "roles outlive the resource");
     env.assert_no_leaks().await;
@@ -107,7 +105,7 @@ async fn bad_input_is_named_and_nothing_is_created() {
     let s = stack(&mut env).await;
     let mut incomplete = event("Create", &s);
     incomplete["ResourceProperties"].as_object_mut().expect("object").remove("OwnerSecretArn");
-    let err = env.invoke(&incomplete).await.expect_err("refused");
+    let err = env.invoke_function(PROVISIONER, &incomplete).await.expect_err("refused");
     assert_eq!(err.error_type, "InvalidEvent");
     assert!(err.error_message.contains("ResourceProperties.OwnerSecretArn"), "{}", err.error_message);
 
@@ -115,7 +113,7 @@ async fn bad_input_is_named_and_nothing_is_created() {
     let same = env.create_secret("stack/owner-is-app", &json!({"username": "app", "password": OWNER})).await;
     let mut wrong = event("Create", &s);
     wrong["ResourceProperties"]["OwnerSecretArn"] = json!(same);
-    let err = env.invoke(&wrong).await.expect_err("refused");
+    let err = env.invoke_function(PROVISIONER, &wrong).await.expect_err("refused");
     assert_eq!(err.error_type, "InconsistentSecret", "{}", err.error_message);
     assert!(!env.pg.role_exists("app").await && !env.pg.role_exists("app_owner").await);
     env.assert_no_leaks().await;

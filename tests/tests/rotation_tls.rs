@@ -2,17 +2,10 @@
 //! plain text only with the operator's permission: the secret can ask for it,
 //! only the function's configuration can allow it.
 
-use e2e::{Function, TestEnv, Tls, runtime_api};
+use e2e::{TestEnv, Tls};
 use serde_json::json;
 
 const OLD: &str = "Initial-Passw0rd-for-app";
-
-/// Restarts the function with its default environment minus `without`.
-async fn restart_without(env: &mut TestEnv, without: &str) {
-    env.stop_function().await;
-    let vars: Vec<_> = env.function_env().into_iter().filter(|(k, _)| *k != without).collect();
-    env.function = Some(Function::spawn(&runtime_api::bootstrap_path(), &vars).await);
-}
 
 #[tokio::test]
 async fn a_server_without_tls_is_refused_not_used_in_plain_text() {
@@ -68,7 +61,7 @@ async fn a_certificate_from_an_untrusted_ca_is_refused() {
     let arn = env.create_user_and_secret("app-untrusted", "app", OLD).await;
     // Without DB_CA_BUNDLE the platform's roots apply, and they do not know
     // the test CA: exactly what a man in the middle's certificate looks like.
-    restart_without(&mut env, "DB_CA_BUNDLE").await;
+    env.restart_without("DB_CA_BUNDLE").await;
     let failure = env.rotate(&arn).await.expect_err("untrusted certificate");
     assert_eq!(failure.error.error_type, "DatabaseTlsFailed", "{}", failure.error.error_message);
     let message = &failure.error.error_message;
@@ -81,11 +74,11 @@ async fn a_certificate_from_an_untrusted_ca_is_refused() {
 #[tokio::test]
 async fn a_missing_ca_bundle_file_stops_the_function_at_start_with_its_name() {
     let mut env = TestEnv::start().await;
-    env.stop_function().await;
-    let mut vars = env.function_env();
-    vars.push(("DB_CA_BUNDLE", "/nonexistent/rds-ca.pem".into()));
-    let mut function = Function::spawn(&runtime_api::bootstrap_path(), &vars).await;
-    let code = function.wait_exit().await;
-    assert!(code.is_some_and(|c| c != 0), "exits non-zero: {code:?}");
-    assert!(function.output().contains("DB_CA_BUNDLE"), "{}", function.output());
+    let arn = env.create_user_and_secret("app-no-bundle", "app", OLD).await;
+    env.restart_function(&[("DB_CA_BUNDLE", "/nonexistent/rds-ca.pem")]).await;
+    let failure = env.rotate(&arn).await.expect_err("the function cannot start");
+    assert_eq!((failure.step, failure.error.error_type.as_str()), ("createSecret", "Runtime.ExitError"));
+    let output = env.function_output();
+    assert!(output.contains("DB_CA_BUNDLE /nonexistent/rds-ca.pem is not readable"), "{output}");
+    assert_eq!(env.pg.login("app", OLD).await, Ok(()));
 }

@@ -42,15 +42,16 @@ fn shipped_artifact() -> PathBuf {
 /// as the CDK app configures it.
 async fn start(strategy: &str) -> (TestEnv, PathBuf) {
     let artifact = shipped_artifact();
-    let mut env = TestEnv::start().await;
-    env.restart_function(&[("ROTATION_STRATEGY", strategy)]).await;
+    // The harness starts BOOTSTRAP_BIN: the artifact, or qemu running it.
+    let env =
+        if strategy == e2e::ALTERNATING_USERS { TestEnv::start_alternating().await } else { TestEnv::start().await };
     (env, artifact)
 }
 
 /// The running function process is `artifact`: either its executable, or an
 /// emulator (`qemu-*`) whose command line names the artifact.
 fn assert_runs(env: &TestEnv, artifact: &Path) {
-    let pid = env.function.as_ref().and_then(e2e::Function::pid).expect("the function is running");
+    let pid = env.pid(env.function()).expect("the function is running");
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("read /proc/PID/exe");
     if exe == artifact {
         return;

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::retry::RetryConfig;
+use e2e::http::http;
+use e2e::moto::client;
 use e2e::postgres::{Postgres, Tls};
-use e2e::runtime_api::{binary_path, bootstrap_path};
-use e2e::sm_local::{client, http, signal};
+use e2e::process::{binary_path, bootstrap_path, signal};
 use e2e::{Moto, process};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::config::retry::RetryConfig;
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata as _;
-use e2e::sm_local::{SINGLE, SmEnv, client};
+use e2e::moto::client;
+use e2e::{SINGLE, TestEnv};
 use sm_local::{Action, RotationStatus};
 
 const OLD: &str = "Initial-Passw0rd-for-app";
@@ -17,7 +18,7 @@ fn error(code: &str, status: u16) -> Action {
 
 #[tokio::test]
 async fn a_throttled_call_of_the_function_is_retried_by_its_sdk_and_the_rotation_succeeds() {
-    let mut env = SmEnv::start().await;
+    let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-throttled", "app", OLD).await;
     env.inject("GetSecretValue", &arn, error("ThrottlingException", 400), 1);
     let token = env.rotate_secret(&arn, SINGLE).await;
@@ -40,7 +41,7 @@ async fn a_throttled_call_of_the_function_is_retried_by_its_sdk_and_the_rotation
 
 #[tokio::test]
 async fn clients_see_injected_errors_as_aws_sends_them_and_hangs_delay_the_real_answer() {
-    let mut env = SmEnv::start().await;
+    let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-faults", "app", OLD).await;
     // A client that does not retry, so that each fault is seen as sent.
     let once = client(&env.endpoint.endpoint(), RetryConfig::disabled());

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::sm_local::{SINGLE, SmEnv, http, signal};
+use e2e::http::http;
+use e2e::process::signal;
+use e2e::{SINGLE, TestEnv};
 use serde_json::{Value, json};
 use sm_local::{Action, RotationStatus};
 
@@ -12,7 +14,7 @@ const OLD: &str = "Initial-Passw0rd-for-app";
 
 /// Starts a rotation whose createSecret is held inside its PutSecretValue
 /// call for `hold_ms`, and returns its token once the function is there.
-async fn rotation_held_in_create_secret(env: &SmEnv, secret: &str, hold_ms: u64) -> String {
+async fn rotation_held_in_create_secret(env: &TestEnv, secret: &str, hold_ms: u64) -> String {
     let fault = env.inject("PutSecretValue", secret, Action::Hang { ms: hold_ms }, 1);
     let token = env.rotate_secret(secret, SINGLE).await;
     env.wait_fault_used(fault).await;
@@ -21,11 +23,12 @@ async fn rotation_held_in_create_secret(env: &SmEnv, secret: &str, hold_ms: u64)
 
 #[tokio::test]
 async fn a_function_past_its_timeout_is_killed_and_the_step_fails_as_lambda_reports_it() {
-    let mut env = SmEnv::start_with(|f| f.timeout(Duration::from_secs(2))).await;
+    let mut env = TestEnv::start().await;
+    env.set_timeout(Duration::from_secs(2)).await;
     let arn = env.create_user_and_secret("app-timeout", "app", OLD).await;
     let token = rotation_held_in_create_secret(&env, &arn, 1000).await;
     // The process stops answering anything: a hung function.
-    let hung = env.pid(SINGLE);
+    let hung = env.pid(SINGLE).expect("a running process");
     signal(hung, "STOP").await;
     let stopped = Instant::now();
 
@@ -54,10 +57,10 @@ async fn a_function_past_its_timeout_is_killed_and_the_step_fails_as_lambda_repo
 
 #[tokio::test]
 async fn a_process_killed_mid_invocation_fails_the_step_and_a_new_one_takes_over() {
-    let mut env = SmEnv::start().await;
+    let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-crash", "app", OLD).await;
     let token = rotation_held_in_create_secret(&env, &arn, 1500).await;
-    let crashed = env.pid(SINGLE);
+    let crashed = env.pid(SINGLE).expect("a running process");
     signal(crashed, "KILL").await;
 
     let record = env.wait(&token).await;
@@ -81,7 +84,7 @@ async fn a_process_killed_mid_invocation_fails_the_step_and_a_new_one_takes_over
 
 #[tokio::test]
 async fn lambdas_invoke_api_reaches_the_same_warm_process() {
-    let env = SmEnv::start().await;
+    let env = TestEnv::start().await;
     let url = format!("{}/2015-03-31/functions/{SINGLE}/invocations", env.endpoint.endpoint());
     let bogus = json!({"Step": "bogus", "SecretId": "x", "ClientRequestToken": "y"}).to_string();
 
@@ -92,7 +95,7 @@ async fn lambdas_invoke_api_reaches_the_same_warm_process() {
     let error: Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(error["errorType"], "InvalidEvent");
     assert!(error["errorMessage"].as_str().is_some_and(|m| m.contains("bogus")), "{error}");
-    let first_pid = env.pid(SINGLE);
+    let first_pid = env.pid(SINGLE).expect("a running process");
 
     // By ARN, warm: same process.
     let by_arn = format!("{}/2015-03-31/functions/{}/invocations", env.endpoint.endpoint(), env.lambda_arn(SINGLE));

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata as _;
 use aws_sdk_secretsmanager::types::RotationRulesType;
-use e2e::sm_local::{ALTERNATING, SINGLE, SmEnv};
+use e2e::{ALTERNATING, SINGLE, TestEnv};
 use serde_json::Value;
 use sm_local::{Action, RotationStatus, STEPS};
 
@@ -27,7 +27,7 @@ fn throttle() -> Action {
 
 /// A RotateSecret with a fresh token that Secrets Manager must refuse;
 /// returns the error's code and message.
-async fn refused_rotation(env: &SmEnv, secret: &str) -> (String, String) {
+async fn refused_rotation(env: &TestEnv, secret: &str) -> (String, String) {
     let err = env
         .sm
         .rotate_secret()
@@ -41,7 +41,7 @@ async fn refused_rotation(env: &SmEnv, secret: &str) -> (String, String) {
 
 #[tokio::test]
 async fn rotate_secret_answers_at_once_and_runs_the_four_steps_as_secrets_manager_does() {
-    let mut env = SmEnv::start().await;
+    let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-sm", "app", OLD).await;
     let old_version = env.version_with(&arn, "AWSCURRENT").await.expect("current");
 
@@ -104,7 +104,7 @@ async fn rotate_secret_answers_at_once_and_runs_the_four_steps_as_secrets_manage
 
 #[tokio::test]
 async fn alternating_users_rotate_through_rotate_secret() {
-    let mut env = SmEnv::start().await;
+    let mut env = TestEnv::start().await;
     let superuser = env.pg.superuser_password().to_owned();
     let master = env.secret_json("postgres", &superuser);
     let master_arn = env.create_secret("alt-master", &master).await;
@@ -134,7 +134,7 @@ async fn alternating_users_rotate_through_rotate_secret() {
 
 #[tokio::test]
 async fn a_second_rotation_is_refused_while_the_first_runs() {
-    let mut env = SmEnv::start().await;
+    let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-busy", "app", OLD).await;
     // createSecret's write hangs, so the first rotation is still running.
     let fault = env.inject("PutSecretValue", &arn, hang(1500), 1);
@@ -158,7 +158,7 @@ async fn a_second_rotation_is_refused_while_the_first_runs() {
 
 #[tokio::test]
 async fn a_failed_rotation_blocks_new_ones_and_resumes_when_retried_with_its_token() {
-    let mut env = SmEnv::start().await;
+    let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-retry", "app", OLD).await;
     let old_version = env.version_with(&arn, "AWSCURRENT").await.expect("current");
     // finishSecret's stage move is throttled on all three of its SDK's attempts.
@@ -219,7 +219,7 @@ async fn a_failed_rotation_blocks_new_ones_and_resumes_when_retried_with_its_tok
 
 #[tokio::test]
 async fn rotate_immediately_false_only_tests_the_configuration_and_removes_the_placeholder() {
-    let mut env = SmEnv::start().await;
+    let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-test-only", "app", OLD).await;
     let old_version = env.version_with(&arn, "AWSCURRENT").await.expect("current");
 
@@ -264,7 +264,7 @@ async fn rotate_immediately_false_only_tests_the_configuration_and_removes_the_p
 
 #[tokio::test]
 async fn cancel_rotate_secret_stops_before_the_next_step_and_leaves_the_labels_to_clean_up() {
-    let mut env = SmEnv::start().await;
+    let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-cancel", "app", OLD).await;
     let err = env.sm.cancel_rotate_secret().secret_id(&arn).send().await.expect_err("never configured");
     assert_eq!(err.code(), Some("InvalidRequestException"));

@@ -7,19 +7,19 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata as _;
 use aws_sdk_secretsmanager::types::RotationRulesType;
-use e2e::sm_local::{SINGLE, SmEnv};
+use e2e::{SINGLE, TestEnv};
 use sm_local::{Action, RotationRecord, RotationStatus, Trigger};
 
 const OLD: &str = "Initial-Passw0rd-for-app";
 
 /// The scheduled rotations of `secret`, oldest first.
-fn scheduled(env: &SmEnv, secret: &str) -> Vec<RotationRecord> {
+fn scheduled(env: &TestEnv, secret: &str) -> Vec<RotationRecord> {
     env.endpoint.rotations(Some(secret)).into_iter().filter(|r| r.trigger == Trigger::Schedule).collect()
 }
 
 /// Waits until `done` holds for the scheduled rotations of `secret`.
 async fn wait_for(
-    env: &SmEnv,
+    env: &TestEnv,
     secret: &str,
     what: &str,
     done: impl Fn(&[RotationRecord]) -> bool,
@@ -37,7 +37,7 @@ async fn wait_for(
 
 #[tokio::test]
 async fn a_schedule_rotates_by_itself_retries_what_failed_and_stops_when_cancelled() {
-    let mut env = SmEnv::start().await;
+    let mut env = TestEnv::start().await;
     let arn = env.create_user_and_secret("app-scheduled", "app", OLD).await;
 
     // Rules Secrets Manager refuses are refused, and nothing is configured.

@@ -74,6 +74,9 @@ pub struct FunctionStats {
     pub cold_starts: u64,
     /// Cold starts after the first: processes started to replace one.
     pub restarts: u64,
+    /// The last cold start's Init Duration (process start to its first
+    /// request for work), in microseconds.
+    pub last_init_us: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -245,7 +248,8 @@ impl Function {
             self.line(&format!("sm-local: the process exited while idle ({})", exit_text(status)));
             *slot = None;
         }
-        if slot.is_none() {
+        let cold = slot.is_none();
+        if cold {
             match self.spawn().await {
                 Ok(instance) => {
                     let pid = instance.child.id();
@@ -338,11 +342,17 @@ impl Function {
             self.update(|s| s.errors += 1);
         }
         let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let init = cold.then(|| slot.as_ref().and_then(|i| i.runtime.init_duration())).flatten();
+        let init_ms = init.map(|d| d.as_secs_f64() * 1000.0);
+        if let Some(init) = init {
+            self.update(|s| s.last_init_us = Some(u64::try_from(init.as_micros()).unwrap_or(u64::MAX)));
+        }
         self.line(&format!("END RequestId: {request_id}"));
         self.line(&format!(
-            "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
+            "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB{}",
             ms.ceil(),
-            self.config.memory_mb
+            self.config.memory_mb,
+            init_ms.map(|i| format!("\tInit Duration: {i:.2} ms")).unwrap_or_default()
         ));
         result
     }

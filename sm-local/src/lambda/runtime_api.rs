@@ -6,7 +6,8 @@
 //! asks for work may post `…/init/error` and exit.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -39,13 +40,22 @@ pub struct RuntimeState {
     next: tokio::sync::Mutex<mpsc::UnboundedReceiver<Delivery>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     init_error: Mutex<Option<FunctionError>>,
+    spawned: Instant,
+    /// From the process's start to its first request for work: Lambda's
+    /// "Init Duration".
+    ready_after: OnceLock<Duration>,
 }
 
 impl RuntimeState {
     pub fn new() -> (Arc<Self>, mpsc::UnboundedSender<Delivery>) {
         let (queue, next) = mpsc::unbounded_channel();
-        let state =
-            Self { next: tokio::sync::Mutex::new(next), waiting: Mutex::default(), init_error: Mutex::default() };
+        let state = Self {
+            next: tokio::sync::Mutex::new(next),
+            waiting: Mutex::default(),
+            init_error: Mutex::default(),
+            spawned: Instant::now(),
+            ready_after: OnceLock::new(),
+        };
         (Arc::new(state), queue)
     }
 
@@ -54,6 +64,11 @@ impl RuntimeState {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned(), tx);
         rx
+    }
+
+    /// How long the process took to ask for its first invocation, once it has.
+    pub fn init_duration(&self) -> Option<Duration> {
+        self.ready_after.get().copied()
     }
 
     /// The error the process reported before it asked for work, if any.
@@ -82,6 +97,7 @@ pub fn router(state: Arc<RuntimeState>) -> Router {
 }
 
 async fn next(State(state): State<Arc<RuntimeState>>) -> (StatusCode, HeaderMap, Bytes) {
+    state.ready_after.get_or_init(|| state.spawned.elapsed());
     let delivery = state.next.lock().await.recv().await;
     let Some(delivery) = delivery else {
         return (StatusCode::GONE, HeaderMap::new(), Bytes::new());
