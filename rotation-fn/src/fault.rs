@@ -9,7 +9,10 @@
 //! `ROTATION_FN_FAULT_ONCE` does not exist yet, creates that file and aborts
 //! right after the k-th point: after the call or statement took effect, before
 //! its result was used. The file makes the crash happen once, so the process
-//! that replaces it runs the retry to the end.
+//! that replaces it runs the retry to the end. With
+//! `ROTATION_FN_FAULT_ACTION=pause:<ms>` the process instead creates the file
+//! and stops for that long at the point (so a test can stop the database
+//! between, say, a login and the statement that follows it).
 
 #[cfg(feature = "fault-points")]
 pub fn point(name: &'static str) {
@@ -20,6 +23,12 @@ pub fn point(name: &'static str) {
     let at = std::env::var("ROTATION_FN_FAULT_AT").ok().and_then(|v| v.parse::<u64>().ok());
     let Some(once) = std::env::var_os("ROTATION_FN_FAULT_ONCE") else { return };
     if at == Some(n) && std::fs::OpenOptions::new().write(true).create_new(true).open(&once).is_ok() {
+        let action = std::env::var("ROTATION_FN_FAULT_ACTION").unwrap_or_default();
+        if let Some(ms) = action.strip_prefix("pause:").and_then(|ms| ms.parse::<u64>().ok()) {
+            tracing::warn!(fault_point = n, name, pause_ms = ms, "fault injected: pausing");
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            return;
+        }
         tracing::warn!(fault_point = n, name, "fault injected: aborting");
         std::process::abort();
     }

@@ -22,6 +22,14 @@ pub struct FaultSpec {
     /// How many matching calls the rule affects.
     #[serde(default = "one")]
     pub times: u32,
+    /// How many matching calls pass untouched first (to reach the n-th call
+    /// of an operation).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skip: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn one() -> u32 {
@@ -86,6 +94,8 @@ pub struct FaultRule {
     #[serde(flatten)]
     pub spec: FaultSpec,
     pub remaining: u32,
+    /// Matching calls still to let through before the rule applies.
+    pub to_skip: u32,
 }
 
 #[derive(Debug, Default)]
@@ -110,7 +120,7 @@ impl Faults {
             return Err(FaultError::Error);
         }
         self.next_id += 1;
-        self.rules.push(FaultRule { id: self.next_id, remaining: spec.times, spec });
+        self.rules.push(FaultRule { id: self.next_id, remaining: spec.times, to_skip: spec.skip, spec });
         Ok(self.next_id)
     }
 
@@ -125,6 +135,10 @@ impl Faults {
                     (Some(_), None) => false,
                 }
         })?;
+        if rule.to_skip > 0 {
+            rule.to_skip -= 1;
+            return None;
+        }
         rule.remaining -= 1;
         Some(rule.spec.action.clone())
     }
@@ -162,7 +176,19 @@ mod tests {
             secret: secret.map(str::to_owned),
             action: Action::Error { code: "ThrottlingException".into(), status: 400, message: None },
             times,
+            skip: 0,
         }
+    }
+
+    #[test]
+    fn skip_reaches_the_nth_matching_call() {
+        let mut faults = Faults::default();
+        faults.add(FaultSpec { skip: 2, ..throttle("DescribeSecret", None, 1) }).expect("valid");
+        assert_eq!(faults.take("DescribeSecret", None), None);
+        assert_eq!(faults.take("GetSecretValue", None), None, "other operations do not count");
+        assert_eq!(faults.take("DescribeSecret", None), None);
+        assert!(faults.take("DescribeSecret", None).is_some(), "the third DescribeSecret");
+        assert_eq!(faults.take("DescribeSecret", None), None);
     }
 
     #[test]
