@@ -181,8 +181,12 @@ fn engine(name: &str) -> Result<(), SecretError> {
     }
 }
 
+/// A DNS name (at most 253 bytes of letters, digits, `-`, `_` and `.`), an
+/// IPv4 address, or an IPv6 address: what a server certificate can name and
+/// what never needs quoting anywhere.
 fn host(name: &str) -> Result<String, SecretError> {
-    if name.trim().is_empty() || name.contains(char::is_whitespace) || name.contains('\0') {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if name.is_empty() || name.len() > 253 || !name.chars().all(allowed) {
         return Err(SecretError::WrongType { key: "host", expected: "a host name or address" });
     }
     Ok(name.to_owned())
@@ -345,7 +349,7 @@ mod tests {
         for engine in ["postgres", "postgresql", "aurora-postgresql"] {
             assert!(DbSecret::parse(&json("").replace("\"postgres\"", &format!("\"{engine}\""))).is_ok(), "{engine}");
         }
-        for host in ["", "  ", "db local", "db\\u0000x"] {
+        for host in ["", "  ", "db local", "db\\u0000x", "db';DROP", &"h".repeat(254)] {
             let text = json("").replace("db.local", host);
             assert!(matches!(DbSecret::parse(&text), Err(SecretError::WrongType { key: "host", .. })), "{host:?}");
         }
