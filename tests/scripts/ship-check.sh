@@ -32,8 +32,9 @@
 # cargo-nextest through install-deps.sh. It never installs a Rust target: that
 # comes from the Rust project's download server, not a package registry.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT=$PWD
+SCRIPT=ship-check
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
 
 CARGO_LAMBDA_VERSION=1.9.2
 ZIGLANG_VERSION=0.17.1
@@ -41,10 +42,6 @@ ZIGLANG_VERSION=0.17.1
 GLIBC_MAX=2.34
 # What provided.al2023 has for a dynamically linked binary: glibc and libgcc.
 ALLOWED_NEEDED="libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2 librt.so.1 libutil.so.1 libgcc_s.so.1"
-VENV=$ROOT/tests/.venv
-
-say() { printf 'ship-check: %s\n' "$*"; }
-die() { printf 'ship-check: FAILED: %s\n' "$*" >&2; exit 1; }
 step() { printf '\n==> ship-check: %s\n' "$*"; STEP_STARTED=$SECONDS; }
 took() { printf '    (%ss)\n' "$((SECONDS - STEP_STARTED))"; }
 
@@ -103,40 +100,13 @@ if [ "$ARCH" != "$HOST_ARCH" ] || [ "${SHIP_CHECK_EMULATE:-0}" = 1 ]; then EMULA
 
 # --- installing what is missing ----------------------------------------------
 
-# Debian packages need root: as root directly, else through sudo where there
-# is one; otherwise stop and say what to install.
-apt_install() {
-  local root=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null ||
-      die "installing $* needs root: run this script as root, or first, as root: apt-get install --no-install-recommends $*"
-    root=(sudo)
-  fi
-  say "apt-get install $* (as root${root:+, through sudo})"
-  "${root[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
 ensure_binutils() {
   command -v readelf >/dev/null || apt_install binutils
 }
 
-# cargo-lambda and zig, pinned, in a private venv: a stock Debian python3
-# refuses a global pip install (PEP 668), and the pins keep the build stable.
+# cargo-lambda and zig, pinned, in the project's venv (common.sh).
 ensure_cargo_lambda() {
-  if [ "$("$VENV/bin/cargo-lambda" lambda --version 2>/dev/null | awk '{print $2}')" = "$CARGO_LAMBDA_VERSION" ] &&
-    [ "$("$VENV/bin/python" -m ziglang version 2>/dev/null)" = "$ZIGLANG_VERSION" ]; then
-    return
-  fi
-  if [ ! -x "$VENV/bin/python" ]; then
-    # Debian's python3 has the venv module but not ensurepip until python3-venv is installed.
-    python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
-    say "python3 -m venv tests/.venv"
-    python3 -m venv "$VENV"
-  fi
-  say "pip install cargo-lambda==$CARGO_LAMBDA_VERSION ziglang==$ZIGLANG_VERSION into tests/.venv"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-    "cargo-lambda==$CARGO_LAMBDA_VERSION" "ziglang==$ZIGLANG_VERSION"
+  pip_install "cargo-lambda==$CARGO_LAMBDA_VERSION" "ziglang==$ZIGLANG_VERSION"
 }
 
 ensure_emulator() {

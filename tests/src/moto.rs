@@ -23,13 +23,13 @@ impl Moto {
     pub async fn start() -> Moto {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let child = Command::new("moto_server")
+        let child = Command::new(crate::process::tool("moto_server"))
             .args(["-H", HOST, "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("log"))
             .kill_on_drop(true)
             .spawn()
-            .expect("moto_server (pip install 'moto[server]')");
+            .expect("moto_server (bash tests/scripts/install-deps.sh installs it into tests/.venv)");
         let moto = Moto { port, child, log };
         let started = Instant::now();
         while tokio::net::TcpStream::connect((HOST, port)).await.is_err() {

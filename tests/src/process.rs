@@ -93,3 +93,10 @@ pub async fn wait_gone(pid: u32) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// A command the project installs into its Python environment (`moto_server`,
+/// `aws`): `tests/.venv/bin/<name>` when it is there, else `<name>` on PATH.
+pub fn tool(name: &str) -> PathBuf {
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
+    if local.exists() { local } else { PathBuf::from(name) }
+}

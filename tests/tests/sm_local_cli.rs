@@ -54,7 +54,7 @@ impl Binary {
 
     /// Runs the aws CLI against the endpoint; returns (success, stdout, stderr).
     async fn aws(&self, args: &[&str]) -> (bool, String, String) {
-        let cli = std::env::var("AWS_CLI").unwrap_or_else(|_| "aws".into());
+        let cli = std::env::var_os("AWS_CLI").map_or_else(|| process::tool("aws"), std::path::PathBuf::from);
         let out = Command::new(&cli)
             .args(args)
             .args(["--endpoint-url", &self.url, "--output", "json"])
@@ -66,7 +66,7 @@ impl Binary {
             .env("AWS_MAX_ATTEMPTS", "1")
             .output()
             .await
-            .unwrap_or_else(|e| panic!("{cli} (awscli; set AWS_CLI to its path): {e}"));
+            .unwrap_or_else(|e| panic!("{} (awscli; set AWS_CLI to its path): {e}", cli.display()));
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         (out.status.success(), text(&out.stdout), text(&out.stderr))
     }
