@@ -113,8 +113,9 @@ async fn main() {
     let clients = env_number("BENCH_CLIENTS", 32);
     let seconds = env_number("BENCH_SECONDS", 20);
     let mut env = TestEnv::start().await;
-    let arn = env.create_user_and_secret("bench/db", "app", PASSWORD).await;
-    env.pg.exec("GRANT CREATE ON SCHEMA public TO app").await;
+    let deployment = env.first_deployment("bench/db", PASSWORD, "Bench-Passw0rd-owner").await;
+    env.migrate(&deployment).await;
+    let arn = deployment.app_arn.clone();
     let check_interval = 5;
     let app = WebApp::spawn(&WebApp::env(
         &env,
@@ -132,17 +133,17 @@ async fn main() {
     .await;
 
     // Warm-up: each client creates its note, connections open.
-    let warm = Load::start_with(app.addr(), clients as usize, false, Duration::ZERO);
+    let warm = Load::start_with(app.addr(), app.admin_addr(), clients as usize, false, Duration::ZERO);
     tokio::time::sleep(Duration::from_secs(3)).await;
     warm.stop().await;
 
-    let load = Load::start_with(app.addr(), clients as usize, false, Duration::ZERO);
+    let load = Load::start_with(app.addr(), app.admin_addr(), clients as usize, false, Duration::ZERO);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let steady = figures(&load.stop().await, started.elapsed());
 
     let calls_before = app.metrics().await.secretsmanager_calls();
-    let load = Load::start_with(app.addr(), clients as usize, false, Duration::ZERO);
+    let load = Load::start_with(app.addr(), app.admin_addr(), clients as usize, false, Duration::ZERO);
     let started = Instant::now();
     let mut rotations = 0u64;
     while started.elapsed() < Duration::from_secs(seconds) {
