@@ -61,7 +61,8 @@ impl Logins {
 
     /// The most logins that started within any one second of `[from, to]`.
     fn peak_per_second(&self, from: Instant, to: Instant) -> usize {
-        let mut at: Vec<Instant> = self.at.lock().expect("logins").iter().copied().filter(|t| *t >= from && *t <= to).collect();
+        let mut at: Vec<Instant> =
+            self.at.lock().expect("logins").iter().copied().filter(|t| *t >= from && *t <= to).collect();
         at.sort_unstable();
         let mut best = 0;
         let mut start = 0;
@@ -268,8 +269,10 @@ struct Row {
 }
 
 async fn run(strategy: &'static str, n: usize, rotations: u64, check: Duration, lifetime: Duration) -> Row {
-    let mut env = if strategy == e2e::SINGLE_USER { TestEnv::start().await } else { TestEnv::start_alternating().await };
-    let deployment: Deployment = env.first_deployment("fleet/db", "Fleet-Passw0rd-initial", "Fleet-Passw0rd-owner").await;
+    let mut env =
+        if strategy == e2e::SINGLE_USER { TestEnv::start().await } else { TestEnv::start_alternating().await };
+    let deployment: Deployment =
+        env.first_deployment("fleet/db", "Fleet-Passw0rd-initial", "Fleet-Passw0rd-owner").await;
     let arn = deployment.app_arn;
     let fleet = Fleet::start(&env, &arn, n, check, lifetime).await;
     // Let the fleet settle (every pool full, change checks spread), then measure the
@@ -342,12 +345,21 @@ async fn main() {
         check.as_secs(),
         lifetime.as_secs()
     );
-    println!("| strategy | SM calls / instance | DB logins beyond pool cycling | refused logins | peak logins in 1 s | failed acquires | all on new version after | after finishSecret |");
+    println!(
+        "| strategy | SM calls / instance | DB logins beyond pool cycling | refused logins | peak logins in 1 s | failed acquires | all on new version after | after finishSecret |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
             "| {} | {:.2} | {:.0} | {:.0} | {} | {} | {:.1} s | {:.1} s |",
-            r.strategy, r.calls_per_instance, r.logins, r.refused, r.peak_per_second, r.failed, r.all_switched_s, r.after_finish_s
+            r.strategy,
+            r.calls_per_instance,
+            r.logins,
+            r.refused,
+            r.peak_per_second,
+            r.failed,
+            r.all_switched_s,
+            r.after_finish_s
         );
     }
 }
