@@ -96,7 +96,16 @@ async fn serving_waits_for_the_schema_then_names_web_app_migrate_and_migrate_nee
     assert!(matches!(code, Some(c) if c != 0) && output.contains("APP_OWNER_SECRET_ID is required"), "{output}");
 
     env.migrate(&deployment).await;
+    vars.retain(|(k, _)| k != "RUST_LOG");
+    vars.push(("RUST_LOG".into(), "info,rustls=debug".into()));
     let app = WebApp::spawn(&vars).await;
     assert_eq!(app.whoami().await.0, "app");
+    // Libraries that log through the `log` crate (rustls here, sqlx's notices) reach the
+    // JSON log too.
+    let output = app.output();
+    assert!(
+        output.lines().any(|l| l.starts_with('{') && l.contains(r#""target":"rustls::"#)),
+        "no bridged `log` record in:\n{output}"
+    );
     env.assert_no_leaks().await;
 }
