@@ -117,6 +117,14 @@ pub enum CheckOutcome {
     DatabaseUnreachable,
 }
 
+/// A refresh waits this long for each Secrets Manager call (the SDK's own deadline is
+/// longer) before it probes the logins it already knows: requests are waiting.
+const REFRESH_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn timed_out(operation: &'static str) -> SourceError {
+    SourceError::Unavailable { operation, detail: format!("no answer within {REFRESH_CALL_TIMEOUT:?}") }
+}
+
 /// How a refresh after an authentication failure ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovered {
@@ -298,8 +306,16 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
     /// switch. Errors are Secrets Manager errors; the caller backs off.
     #[tracing::instrument(skip_all, fields(secret_id = self.source.secret_id()))]
     pub async fn check_for_change(&self) -> Result<CheckOutcome, SourceError> {
-        let mut st = self.refresh.lock().await;
+        // DescribeSecret outside the lock: a slow or unreachable Secrets Manager must not
+        // hold up a refresh that a refused login is waiting for.
+        let generation = self.generation();
         let stages = self.source.describe().await?;
+        let mut st = self.refresh.lock().await;
+        if self.generation() != generation {
+            // A refresh switched meanwhile, possibly to a newer version than `stages`
+            // knows: judge again at the next check rather than move back.
+            return Ok(CheckOutcome::Unchanged);
+        }
         let active = self.active();
         Self::prune_cache(&mut st, &stages, &active.version_id);
         let Some(current_id) = stages.version_with(Stage::Current) else {
@@ -392,7 +408,8 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
         let mut described_now = false;
         let mut sm_error = None;
         if st.describe_not_before.is_none_or(|t| Instant::now() >= t) {
-            match self.source.describe().await {
+            let described = tokio::time::timeout(REFRESH_CALL_TIMEOUT, self.source.describe()).await;
+            match described.unwrap_or_else(|_| Err(timed_out("DescribeSecret"))) {
                 Ok(stages) => {
                     described_now = true;
                     Self::prune_cache(st, &stages, &active.version_id);
@@ -415,7 +432,8 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
             if *id == active.version_id {
                 continue; // Tried last, below.
             }
-            let version = match self.load(st, id).await {
+            let loaded = tokio::time::timeout(REFRESH_CALL_TIMEOUT, self.load(st, id)).await;
+            let version = match loaded.unwrap_or_else(|_| Err(timed_out("GetSecretValue"))) {
                 Ok(Some(v)) => v,
                 Ok(None) => continue,
                 Err(e) => {

@@ -21,6 +21,8 @@ type Versions = HashMap<String, (Vec<&'static str>, (String, String))>;
 struct FakeSm {
     versions: Mutex<Versions>,
     outage: AtomicBool,
+    /// Calls hang for a minute (an SDK waiting out its timeouts) instead of failing.
+    hang: AtomicBool,
     describes: AtomicU64,
     gets: AtomicU64,
     /// GetSecretValue by VersionStage (startup only; refreshes name the VersionId).
@@ -68,6 +70,10 @@ impl FakeSm {
 impl SecretSource for Arc<FakeSm> {
     async fn describe(&self) -> Result<Stages, SourceError> {
         self.describes.fetch_add(1, Ordering::SeqCst);
+        if self.hang.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return Err(FakeSm::down());
+        }
         if self.outage.load(Ordering::SeqCst) {
             return Err(FakeSm::down());
         }
@@ -374,4 +380,23 @@ async fn a_request_that_failed_under_an_old_generation_just_retries() {
     let before = sm.calls();
     assert_eq!(creds.recover(0).await.unwrap(), Recovered::AlreadyDone);
     assert_eq!(sm.calls(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_secrets_manager_delays_neither_the_refresh_nor_is_held_by_the_change_check() {
+    let (sm, db, creds) = started().await;
+    sm.hang.store(true, Ordering::SeqCst);
+    // A change check stuck in DescribeSecret for a minute...
+    let check = tokio::spawn({
+        let creds = creds.clone();
+        async move { creds.check_for_change().await }
+    });
+    tokio::task::yield_now().await;
+    // ...while the login is refused for a moment and then allowed again.
+    db.logins.lock().unwrap().clear();
+    db.set_password("app", "pw1");
+    let started = Instant::now();
+    assert_eq!(creds.recover(0).await.unwrap(), Recovered::ActiveWorksAgain);
+    assert!(started.elapsed() <= Duration::from_secs(2), "refresh took {:?}", started.elapsed());
+    check.abort();
 }
