@@ -7,7 +7,8 @@
 //! session alive after `ALTER ROLE … PASSWORD`); they retire on their own because each
 //! has a bounded, jittered lifetime (see `pool.rs`). Three events move the active version:
 //!
-//! 1. **Change check** (every `APP_SECRET_CHECK_INTERVAL`, one `DescribeSecret`): if the
+//! 1. **Change check** (every `APP_SECRET_CHECK_INTERVAL`, one `DescribeSecret`, made
+//!    outside the refresh lock so a hanging Secrets Manager never holds up event 2): if the
 //!    version carrying AWSCURRENT is not the one seen last time, load it (cache first,
 //!    else one `GetSecretValue` naming the *VersionId* DescribeSecret reported), open *one*
 //!    connection with it, and only if that works switch the pool

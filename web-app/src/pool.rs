@@ -112,9 +112,9 @@ pub fn build_pool(
         // Hard cap (also applied to idle connections by the pool's reaper).
         .max_lifetime(max)
         .idle_timeout(Some(max))
-        // The pool pings before handing out a connection by default; our connections
-        // are young (bounded lifetime) and the server does not kill them, so skip the
-        // extra round trip per request.
+        // The pool pings before handing out a connection by default: a round trip per
+        // request to catch a session the server ended, which `Db::run` catches anyway by
+        // retrying. Only after such a loss are idle connections pinged (below).
         .test_before_acquire(false)
         .after_release(move |_conn, meta| {
             let signals = on_release.clone();
