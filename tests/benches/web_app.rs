@@ -1,7 +1,9 @@
 //! Throughput and latency of a database-backed endpoint (`GET /notes/{id}`) at a fixed
-//! concurrency, in steady state and during a run of single-user rotations, beside
-//! `pgbench -S` at the same concurrency on the same server; and Secrets Manager calls per
-//! rotation. Results go to web-app/BENCHMARKS.md by hand.
+//! concurrency, in steady state at the default log level (`info`, a line per request) and
+//! at `warn`, and during a run of single-user rotations that terminate every session of
+//! the app at each password change, beside `pgbench -S` at the same concurrency on the
+//! same server; and Secrets Manager calls per rotation. Results go to
+//! web-app/BENCHMARKS.md by hand.
 //!
 //!   cargo build --release --bins
 //!   WEB_APP_BIN=target/release/web-app BOOTSTRAP_BIN=target/release/bootstrap \
@@ -108,52 +110,82 @@ async fn pgbench(env: &TestEnv, clients: u64, seconds: u64) -> Figures {
     }
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
-    let clients = env_number("BENCH_CLIENTS", 32);
-    let seconds = env_number("BENCH_SECONDS", 20);
-    let mut env = TestEnv::start().await;
-    let arn = env.create_user_and_secret("bench/db", "app", PASSWORD).await;
-    env.pg.exec("GRANT CREATE ON SCHEMA public TO app").await;
-    let check_interval = 5;
-    let app = WebApp::spawn(&WebApp::env(
-        &env,
-        &arn,
+/// A rotation as Secrets Manager runs it, with every session of the app terminated when
+/// setSecret changes the password and again when finishSecret completes.
+async fn rotate_killing_sessions(env: &mut TestEnv, arn: &str) -> i64 {
+    let token = env.begin_rotation(arn).await;
+    env.step("createSecret", arn, &token).await.expect("createSecret");
+    env.step("setSecret", arn, &token).await.expect("setSecret");
+    let mut killed = env.terminate_app_sessions().await;
+    env.step("testSecret", arn, &token).await.expect("testSecret");
+    env.step("finishSecret", arn, &token).await.expect("finishSecret");
+    env.drop_pending(arn, &token).await;
+    killed += env.terminate_app_sessions().await;
+    killed
+}
+
+fn app_env(env: &TestEnv, arn: &str, log_level: &str, check_interval: u64) -> Vec<(String, String)> {
+    WebApp::env(
+        env,
+        arn,
         &env.moto.endpoint(),
         &[
-            ("RUST_LOG", "warn"),
+            ("RUST_LOG", log_level),
             ("APP_POOL_MAX_CONNECTIONS", "16"),
             ("APP_POOL_MIN_CONNECTIONS", "16"),
             ("APP_CONN_MAX_LIFETIME", "10s"),
             ("APP_SECRET_CHECK_INTERVAL", &format!("{check_interval}s")),
             ("APP_SECRET_BACKOFF_MAX", "30s"),
         ],
-    ))
-    .await;
+    )
+}
 
-    // Warm-up: each client creates its note, connections open.
-    let warm = Load::start_with(app.addr(), clients as usize, false, Duration::ZERO);
+/// `GET /notes/{id}` from `clients` clients for `seconds`, after a 3 s warm-up.
+async fn steady(app: &WebApp, clients: u64, seconds: u64) -> Figures {
+    let warm = Load::start_with(app.addr(), app.admin_addr(), clients as usize, false, Duration::ZERO);
     tokio::time::sleep(Duration::from_secs(3)).await;
     warm.stop().await;
-
-    let load = Load::start_with(app.addr(), clients as usize, false, Duration::ZERO);
+    let load = Load::start_with(app.addr(), app.admin_addr(), clients as usize, false, Duration::ZERO);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let steady = figures(&load.stop().await, started.elapsed());
+    figures(&load.stop().await, started.elapsed())
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let clients = env_number("BENCH_CLIENTS", 32);
+    let seconds = env_number("BENCH_SECONDS", 20);
+    let mut env = TestEnv::start().await;
+    let deployment = env.first_deployment("bench/db", PASSWORD, "Bench-Passw0rd-owner").await;
+    env.migrate(&deployment).await;
+    let arn = deployment.app_arn.clone();
+    let check_interval = 5;
+
+    // Logging at `warn`: no per-request line.
+    let mut quiet = WebApp::spawn(&app_env(&env, &arn, "warn", check_interval)).await;
+    let steady_warn = steady(&quiet, clients, seconds).await;
+    quiet.terminate().await;
+
+    // The default level (`info`): one JSON line per request, through the non-blocking writer.
+    let app = WebApp::spawn(&app_env(&env, &arn, "info", check_interval)).await;
+    let steady_info = steady(&app, clients, seconds).await;
+    let log_lines = app.output().lines().count();
 
     let calls_before = app.metrics().await.secretsmanager_calls();
-    let load = Load::start_with(app.addr(), clients as usize, false, Duration::ZERO);
+    let load = Load::start_with(app.addr(), app.admin_addr(), clients as usize, false, Duration::ZERO);
     let started = Instant::now();
-    let mut rotations = 0u64;
+    let (mut rotations, mut killed) = (0u64, 0i64);
     while started.elapsed() < Duration::from_secs(seconds) {
-        env.rotate(&arn).await.expect("rotation");
+        killed += rotate_killing_sessions(&mut env, &arn).await;
         rotations += 1;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let elapsed = started.elapsed();
     let during = figures(&load.stop().await, elapsed);
     tokio::time::sleep(Duration::from_secs(check_interval + 1)).await;
-    let calls = app.metrics().await.secretsmanager_calls() - calls_before;
+    let metrics = app.metrics().await;
+    let calls = metrics.secretsmanager_calls() - calls_before;
+    let retried = metrics.sum("web_app_db_retries_total", &["reason=\"session_lost\""]);
     let periodic = (elapsed.as_secs_f64() + check_interval as f64 + 1.0) / check_interval as f64;
     let per_rotation = (calls as f64 - periodic).max(0.0) / rotations as f64;
 
@@ -163,13 +195,20 @@ async fn main() {
     println!("| run | requests/s | p50 ms | p99 ms | errors |");
     println!("|---|---:|---:|---:|---:|");
     row("pgbench -S (ceiling)", &pg);
-    row("web-app GET /notes/{id}, steady", &steady);
-    row(&format!("web-app GET /notes/{{id}}, {rotations} rotations"), &during);
-    println!(
-        "\nweb-app / pgbench: {:.0} %; p99 during rotations / steady: {:.2}x",
-        100.0 * steady.rps / pg.rps,
-        during.p99_ms / steady.p99_ms
+    row("web-app GET /notes/{id}, steady, RUST_LOG=info (default)", &steady_info);
+    row("web-app GET /notes/{id}, steady, RUST_LOG=warn", &steady_warn);
+    row(
+        &format!("web-app GET /notes/{{id}}, {rotations} rotations, {killed} sessions terminated, RUST_LOG=info"),
+        &during,
     );
+    println!(
+        "\nweb-app / pgbench: {:.0} % (info), {:.0} % (warn); p99 during rotations / steady: {:.2}x",
+        100.0 * steady_info.rps / pg.rps,
+        100.0 * steady_warn.rps / pg.rps,
+        during.p99_ms / steady_info.p99_ms
+    );
+    println!("log lines written at info: {log_lines} (one per request)");
+    println!("requests retried on a new connection after their session was terminated: {retried}");
     println!(
         "Secrets Manager calls while rotating: {calls} in {:.1} s ({rotations} rotations, check every {check_interval} s): \
          ≈ {periodic:.1} periodic + {per_rotation:.1} per rotation",

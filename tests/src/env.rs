@@ -109,6 +109,11 @@ impl TestEnv {
         }
     }
 
+    /// `ROTATION_STRATEGY` of the function rotations use.
+    pub fn strategy(&self) -> &'static str {
+        self.strategy
+    }
+
     /// The function [`TestEnv::rotate`] and [`TestEnv::step`] use.
     pub fn function(&self) -> &'static str {
         if self.strategy == ALTERNATING_USERS { ALTERNATING } else { SINGLE }

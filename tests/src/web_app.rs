@@ -1,7 +1,9 @@
-//! The real `web-app` binary for end-to-end tests and the benchmark: spawn it against
-//! this test's PostgreSQL and moto, drive it with concurrent HTTP clients, read its
-//! metrics and logs, and cut it off from Secrets Manager (an outage) without touching
-//! moto's state.
+//! The real `web-app` binary for end-to-end tests and the benchmark: set the database up
+//! the way the README tells a DBA to (an owner role, a DML-only app login), run
+//! `web-app migrate`, spawn the app against this test's PostgreSQL and moto, drive it with
+//! concurrent HTTP clients, read its metrics and logs, terminate its database sessions
+//! as an administrator or a failover would, and cut it off from Secrets Manager (an
+//! outage) without touching moto's state.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::TestEnv;
 use crate::postgres::HOST;
-use crate::process::binary_path;
+use crate::process::{binary_path, capture_output};
 
 /// Where `cargo build` put the web app; `WEB_APP_BIN` overrides (a relative path is
 /// taken from the workspace root, where the documented commands run).
@@ -70,6 +72,7 @@ pub async fn request(http: &Http, method: &str, url: &str, body: Option<&Value>)
 pub struct WebApp {
     child: Child,
     addr: SocketAddr,
+    admin: SocketAddr,
     output: Arc<Mutex<String>>,
     http: Http,
 }
@@ -102,6 +105,7 @@ impl WebApp {
         }
         vars.push(("APP_SECRET_ID".into(), secret_id.into()));
         vars.push(("APP_LISTEN_ADDR".into(), format!("{HOST}:{}", crate::postgres::free_port())));
+        vars.push(("APP_ADMIN_LISTEN_ADDR".into(), format!("{HOST}:{}", crate::postgres::free_port())));
         if env.pg.ca_bundle().exists() {
             vars.push(("APP_DB_CA_BUNDLE".into(), env.pg.ca_bundle().display().to_string()));
         }
@@ -115,21 +119,32 @@ impl WebApp {
 
     /// Spawns the binary with exactly `vars` (plus PATH) and waits until `/ready` says yes.
     pub async fn spawn(vars: &[(String, String)]) -> WebApp {
-        let addr: SocketAddr = vars
-            .iter()
-            .find(|(k, _)| k == "APP_LISTEN_ADDR")
-            .and_then(|(_, v)| v.parse().ok())
-            .expect("APP_LISTEN_ADDR");
-        let (child, output) = spawn_process(vars);
-        let app = WebApp { child, addr, output, http: http_client() };
+        let addr = |name: &str| -> SocketAddr {
+            vars.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok()).expect(name)
+        };
+        let (addr, admin) = (addr("APP_LISTEN_ADDR"), addr("APP_ADMIN_LISTEN_ADDR"));
+        let (child, output) = spawn_process(vars, &[]);
+        let app = WebApp { child, addr, admin, output, http: http_client() };
         app.wait_ready().await;
         app
+    }
+
+    /// Runs `web-app migrate` with `vars` plus `APP_OWNER_SECRET_ID=owner_secret`, as a
+    /// deploy does before starting the app; returns the exit code and what it printed.
+    pub async fn migrate(vars: &[(String, String)], owner_secret: &str) -> (Option<i32>, String) {
+        let mut vars = vars.to_vec();
+        vars.push(("APP_OWNER_SECRET_ID".into(), owner_secret.into()));
+        let (mut child, output) = spawn_process(&vars, &["migrate"]);
+        let status = tokio::time::timeout(Duration::from_secs(40), child.wait()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let text = output.lock().expect("output").clone();
+        (status.ok().and_then(Result::ok).and_then(|s| s.code()), text)
     }
 
     /// Spawns the binary with `vars` and waits for it to exit; returns the exit code and
     /// everything it printed. For startup failures.
     pub async fn run_to_exit(vars: &[(String, String)], within: Duration) -> (Option<i32>, String) {
-        let (mut child, output) = spawn_process(vars);
+        let (mut child, output) = spawn_process(vars, &[]);
         let status = tokio::time::timeout(within, child.wait()).await;
         let _ = child.kill().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -161,13 +176,24 @@ impl WebApp {
         self.addr
     }
 
+    /// The admin listener (`/metrics`, `/whoami`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
     pub async fn get(&self, path: &str) -> Result<Answer, String> {
         request(&self.http, "GET", &self.url(path), None).await
     }
 
-    /// `/whoami`: (database user of the connection, secret version id new connections use).
+    /// A GET on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> Result<Answer, String> {
+        request(&self.http, "GET", &format!("http://{}{path}", self.admin), None).await
+    }
+
+    /// `/whoami` (admin): (database user of the connection, secret version id new
+    /// connections use).
     pub async fn whoami(&self) -> (String, String) {
-        let a = self.get("/whoami").await.expect("whoami");
+        let a = self.admin_get("/whoami").await.expect("whoami");
         assert_eq!(a.status, 200, "{}", a.body);
         let v = a.json();
         (
@@ -176,8 +202,15 @@ impl WebApp {
         )
     }
 
+    /// `/whoami` (admin) as JSON.
+    pub async fn whoami_json(&self) -> Value {
+        let a = self.admin_get("/whoami").await.expect("whoami");
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.json()
+    }
+
     pub async fn metrics(&self) -> Metrics {
-        let a = self.get("/metrics").await.expect("metrics");
+        let a = self.admin_get("/metrics").await.expect("metrics");
         assert_eq!(a.status, 200);
         Metrics::parse(&a.body)
     }
@@ -214,9 +247,22 @@ impl Drop for WebApp {
     }
 }
 
-fn spawn_process(vars: &[(String, String)]) -> (Child, Arc<Mutex<String>>) {
+/// The binary with exactly `vars` (plus PATH) and `args`, output captured, killed on drop.
+fn spawn_process(vars: &[(String, String)], args: &[&str]) -> (Child, Arc<Mutex<String>>) {
     let path = web_app_path();
-    crate::process::spawn_captured(&path, vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    let mut child = Command::new(&path)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+    let output = capture_output(&mut child);
+    (child, output)
 }
 
 /// The app's `/metrics`, parsed: `name{labels}` → value.
@@ -303,11 +349,12 @@ pub struct Load {
 impl Load {
     /// `clients` clients, each sending its next request `pace` after the last answer.
     pub fn start(app: &WebApp, clients: usize, pace: Duration) -> Load {
-        Self::start_with(app.addr, clients, true, pace)
+        Self::start_with(app.addr, app.admin, clients, true, pace)
     }
 
-    /// `mixed`: the four endpoints in turn; else `GET /notes/{id}` only (the benchmark).
-    pub fn start_with(addr: SocketAddr, clients: usize, mixed: bool, pace: Duration) -> Load {
+    /// `mixed`: create, list, fetch one, and `/whoami` on the admin listener in turn; else
+    /// `GET /notes/{id}` only (the benchmark).
+    pub fn start_with(addr: SocketAddr, admin: SocketAddr, clients: usize, mixed: bool, pace: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
@@ -316,6 +363,7 @@ impl Load {
             tasks.push(tokio::spawn(async move {
                 let http = http_client();
                 let base = format!("http://{addr}");
+                let admin_base = format!("http://{admin}");
                 let mut report = LoadReport::default();
                 let mut own_note: Option<i64> = None;
                 let mut i = client;
@@ -332,7 +380,8 @@ impl Load {
                         (true, _, _) => ("GET", "/whoami".to_owned(), None),
                     };
                     let started = Instant::now();
-                    let result = request(&http, method, &format!("{base}{path}"), body.as_ref()).await;
+                    let host = if path == "/whoami" { &admin_base } else { &base };
+                    let result = request(&http, method, &format!("{host}{path}"), body.as_ref()).await;
                     let elapsed = started.elapsed().as_micros() as u64;
                     requests.fetch_add(1, Ordering::Relaxed);
                     match result {
@@ -467,4 +516,89 @@ impl Drop for SmProxy {
 /// Every password in `text` that the test knows of (for leak assertions on app output).
 pub fn leaked<'a>(text: &str, passwords: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     passwords.into_iter().filter(|p| text.contains(p.as_str())).map(|p| format!("{}…", &p[..4.min(p.len())])).collect()
+}
+
+/// The database the README's first-deployment SQL sets up.
+pub const DBNAME: &str = "notes";
+pub const OWNER_USER: &str = "app_owner";
+pub const APP_USER: &str = "app";
+
+/// The SQL block of web-app/README.md's "First deployment" section (the one after the
+/// `<!-- first-deployment-sql -->` marker): tests run exactly what the README tells a DBA.
+pub fn first_deployment_sql() -> String {
+    let readme = include_str!("../../web-app/README.md");
+    let after_marker = &readme[readme.find("<!-- first-deployment-sql -->").expect("marker in the README")..];
+    let start = after_marker.find("```sql\n").expect("sql block after the marker") + "```sql\n".len();
+    let len = after_marker[start..].find("```").expect("end of the sql block");
+    after_marker[start..start + len].to_owned()
+}
+
+/// What [`TestEnv::first_deployment`] created.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// The app's secret (`app`, DML only).
+    pub app_arn: String,
+    /// The schema owner's secret (`app_owner`), for `web-app migrate`.
+    pub owner_arn: String,
+}
+
+impl TestEnv {
+    /// A superuser session on the app's database.
+    pub async fn superuser_on_app_db(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        let options = self.pg.options("postgres", self.pg.superuser_password(), DBNAME);
+        sqlx::PgConnection::connect_with(&options).await.expect("superuser login to the app database")
+    }
+
+    /// The README's first deployment, on PostgreSQL 15's default privileges: database
+    /// `notes`, the SQL block run as the master user, both passwords set (as SCRAM
+    /// verifiers, like psql's `\password`), a secret for each login (the app's with
+    /// `masterarn` for alternating users), nothing migrated yet.
+    pub async fn first_deployment(&mut self, name: &str, app_password: &str, owner_password: &str) -> Deployment {
+        self.pg.exec(&format!("CREATE DATABASE {DBNAME}")).await;
+        let mut conn = self.superuser_on_app_db().await;
+        let sql = first_deployment_sql();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{sql}"));
+        let _ = sqlx::Connection::close(conn).await;
+        self.pg.set_password(OWNER_USER, owner_password).await;
+        self.pg.set_password(APP_USER, app_password).await;
+        let mut owner = self.secret_json(OWNER_USER, owner_password);
+        owner["dbname"] = DBNAME.into();
+        let owner_arn = self.create_secret(&format!("{name}/owner"), &owner).await;
+        let mut app = self.secret_json(APP_USER, app_password);
+        app["dbname"] = DBNAME.into();
+        if self.strategy() == crate::ALTERNATING_USERS {
+            let mut master = self.secret_json("postgres", self.pg.superuser_password());
+            master["dbname"] = DBNAME.into();
+            let master_arn = self.create_secret(&format!("{name}/master"), &master).await;
+            app["masterarn"] = master_arn.into();
+        }
+        let app_arn = self.create_secret(name, &app).await;
+        Deployment { app_arn, owner_arn }
+    }
+
+    /// `web-app migrate` as the owner; panics unless it succeeds.
+    pub async fn migrate(&self, deployment: &Deployment) {
+        let vars = WebApp::env(self, &deployment.app_arn, &self.moto.endpoint(), &[]);
+        let (code, output) = WebApp::migrate(&vars, &deployment.owner_arn).await;
+        assert_eq!(code, Some(0), "web-app migrate failed:\n{output}");
+    }
+
+    /// `pg_terminate_backend` on every session the web app holds (verification logins
+    /// included), as an administrator, a restart or a failover would end them. Returns
+    /// how many there were.
+    pub async fn terminate_app_sessions(&self) -> i64 {
+        let mut conn = self.pg.superuser().await;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'web-app'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("terminate the app's sessions");
+        let _ = sqlx::Connection::close(conn).await;
+        n
+    }
 }

@@ -74,3 +74,38 @@ async fn a_login_the_database_refuses_is_named_with_every_version_tried() {
     assert!(!outcome.1.contains("the-real-one-Passw0rd"));
     env.assert_no_leaks().await;
 }
+
+#[tokio::test]
+async fn serving_waits_for_the_schema_then_names_web_app_migrate_and_migrate_needs_the_owner() {
+    let mut env = TestEnv::start().await;
+    let deployment = env.first_deployment("unmigrated", PASSWORD, "Owner-Passw0rd-config").await;
+    let outcome = start(&env, &deployment.app_arn, &[("APP_SCHEMA_WAIT", "2s")]).await;
+    assert_refused(&outcome, "run `web-app migrate`");
+
+    // `migrate` with the runtime login instead of the owner's: the least-privilege login
+    // may not create the schema, and says so.
+    let vars = WebApp::env(&env, &deployment.app_arn, &env.moto.endpoint(), &[]);
+    let (code, output) = WebApp::migrate(&vars, &deployment.app_arn).await;
+    assert!(matches!(code, Some(c) if c != 0), "{output}");
+    assert!(output.contains("migration failed") && output.contains("42501"), "{output}");
+    assert!(!output.contains(PASSWORD));
+    // Without APP_OWNER_SECRET_ID at all.
+    let mut vars = vars;
+    vars.retain(|(k, _)| k != "APP_OWNER_SECRET_ID");
+    let (code, output) = WebApp::migrate(&vars, "").await;
+    assert!(matches!(code, Some(c) if c != 0) && output.contains("APP_OWNER_SECRET_ID is required"), "{output}");
+
+    env.migrate(&deployment).await;
+    vars.retain(|(k, _)| k != "RUST_LOG");
+    vars.push(("RUST_LOG".into(), "info,rustls=debug".into()));
+    let app = WebApp::spawn(&vars).await;
+    assert_eq!(app.whoami().await.0, "app");
+    // Libraries that log through the `log` crate (rustls here, sqlx's notices) reach the
+    // JSON log too.
+    let output = app.output();
+    assert!(
+        output.lines().any(|l| l.starts_with('{') && l.contains(r#""target":"rustls::"#)),
+        "no bridged `log` record in:\n{output}"
+    );
+    env.assert_no_leaks().await;
+}

@@ -1,5 +1,5 @@
--- The notes API's only table. Owned by whichever login first ran it; with the
--- alternating-users strategy the clone role is a member of the original, so both reach it.
+-- The notes API's only table. Created by `web-app migrate` as the schema owner; the
+-- runtime login reaches it through the owner's default privileges (see README.md).
 CREATE TABLE IF NOT EXISTS notes (
     id         bigserial   PRIMARY KEY,
     body       text        NOT NULL CHECK (length(body) BETWEEN 1 AND 10000),

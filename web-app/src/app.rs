@@ -1,6 +1,12 @@
 //! Startup and serving: everything `main` needs, built once, in order.
+//!
+//! [`App::build`] does the work that can fail (first login, pool, schema check, binding
+//! both listeners) and returns the bound addresses; [`App::serve`] then serves until the
+//! shutdown future resolves. The secret source is a parameter, so tests can start the app
+//! in process against moto or a fake, as well as run the binary.
 
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,16 +14,18 @@ use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_smithy_http_client::tls;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
-use crate::config::Config;
-use crate::credentials::{Credentials, CredentialsError, initial_login};
+use crate::config::{Config, MigrateConfig};
+use crate::credentials::{Credentials, CredentialsError, RefreshPolicy, initial_login};
 use crate::metrics::Metrics;
-use crate::pool::{Db, DbError, PgTarget, PgVerifier, build_pool};
-use crate::routes::{AppState, router};
-use crate::secret_source::AwsSecretSource;
-use crate::{migrations, shutdown};
-use db_secret::{Connector, Trust};
+use crate::migrations::{self, SchemaError};
+use crate::pool::{Db, PgTarget, PgVerifier, build_pool};
+use crate::routes::{AppState, admin_router, router};
+use crate::secret_source::{AwsSecretSource, SecretSource, Stage};
+use crate::shutdown;
+use db_secret::{Connector, DbFailure, TlsFloor, Trust};
 
 /// Why the app refused to start. Each message names the problem and never a credential.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +42,12 @@ pub enum StartupError {
     NoRegion,
     #[error("database secret: {0}")]
     Credentials(#[from] CredentialsError),
-    #[error("database migrations: {0}")]
-    Migrations(#[from] DbError),
+    #[error("schema: {0}")]
+    Schema(#[from] SchemaError),
+    #[error("migrating as {user}: {source}")]
+    Migrate { user: String, source: DbFailure },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server: {0}")]
     Serve(std::io::Error),
 }
@@ -70,9 +80,9 @@ pub async fn secrets_manager_client() -> Result<aws_sdk_secretsmanager::Client, 
     Ok(aws_sdk_secretsmanager::Client::new(&sdk))
 }
 
-pub async fn run(config: Config) -> Result<(), StartupError> {
-    let metrics = Arc::new(Metrics::new());
-    let trust = match &config.db_ca_bundle {
+/// The connection policy from `APP_DB_TLS` and `APP_DB_CA_BUNDLE`.
+pub fn connector(floor: TlsFloor, ca_bundle: Option<&std::path::Path>) -> Result<Connector, StartupError> {
+    let trust = match ca_bundle {
         None => Trust::platform(),
         Some(path) => {
             let shown = path.display().to_string();
@@ -80,64 +90,161 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             Trust::with_bundle(&shown, &pem).map_err(StartupError::CaBundleContent)?
         }
     };
-    let connector = Connector::new(config.db_tls, trust, "web-app");
+    Ok(Connector::new(floor, trust, "web-app"))
+}
+
+/// `web-app`: build, then serve until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    let metrics = Arc::new(Metrics::new());
+    let connector = connector(config.db_tls, config.db_ca_bundle.as_deref())?;
     let client = secrets_manager_client().await?;
     let source = AwsSecretSource::new(client, config.secret_id.clone(), metrics.clone());
+    let app = App::build(&config, source, connector, metrics).await?;
+    app.serve(shutdown::signal_received()).await
+}
 
-    // The first login that works; retry only what may fix itself.
-    let verifier = PgVerifier { connector: connector.clone() };
+/// `web-app migrate`: applies the schema as the owner (AWSCURRENT of `APP_OWNER_SECRET_ID`)
+/// and exits. Retries a database or Secrets Manager that is not reachable yet.
+pub async fn migrate(config: MigrateConfig) -> Result<(), StartupError> {
+    let metrics = Arc::new(Metrics::new());
+    let connector = connector(config.db_tls, config.db_ca_bundle.as_deref())?;
+    let client = secrets_manager_client().await?;
+    let source = AwsSecretSource::new(client, config.owner_secret_id.clone(), metrics);
     let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
-    let (initial, current_seen) = loop {
-        match initial_login(&source, &verifier).await {
-            Ok(found) => break found,
-            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "startup: not ready yet");
-                tokio::time::sleep(delay).await;
+    loop {
+        let attempt = async {
+            let owner = source.get(Stage::Current).await.map_err(CredentialsError::from)?;
+            let user = owner.secret.username.clone();
+            let migrate_error = |source| StartupError::Migrate { user: user.clone(), source };
+            let mut conn = connector.connect(&owner.secret, |o| o).await.map_err(migrate_error)?;
+            let applied = migrations::apply(&mut conn).await.map_err(|e| migrate_error(DbFailure::classify(&e)))?;
+            let _ = sqlx::Connection::close(conn).await;
+            tracing::info!(secret_id = %config.owner_secret_id, version_id = %owner.version_id, %user, applied, version = migrations::REQUIRED_VERSION, "schema up to date");
+            Ok::<_, StartupError>(())
+        };
+        let transient = match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(StartupError::Credentials(e)) if e.is_transient() => StartupError::Credentials(e),
+            Err(StartupError::Migrate { user, source }) if source.is_transient() => {
+                StartupError::Migrate { user, source }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(transient);
         }
-    };
-    tracing::info!(secret_id = %config.secret_id, version_id = %initial.version_id, user = %initial.secret.username, "database login verified");
+        let delay = backoff.next_delay();
+        tracing::warn!(error = %transient, retry_in_ms = delay.as_millis() as u64, "migrate: not ready yet");
+        tokio::time::sleep(delay).await;
+    }
+}
 
-    let pool = build_pool(&config, &initial.secret, &connector)?;
-    let target = PgTarget { pool: pool.clone(), connector };
-    let credentials =
-        Arc::new(Credentials::new(source, target, metrics.clone(), initial, current_seen, config.secret_backoff_max));
-    let db = Db::new(pool.clone(), Arc::new(credentials.clone()), metrics.clone());
-    let applied = migrations::run(&db).await?;
-    tracing::info!(applied, "schema up to date");
+/// A built app: logged in, schema checked, both listeners bound, not serving yet.
+#[derive(Debug)]
+pub struct App {
+    public: TcpListener,
+    admin: TcpListener,
+    state: AppState,
+    checker: JoinHandle<()>,
+    shutdown_grace: Duration,
+}
 
-    let checker =
-        tokio::spawn(credentials.clone().run_change_checks(config.secret_check_interval, config.secret_backoff_max));
-
-    let listener = TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|source| StartupError::Bind { addr: config.listen_addr, source })?;
-    tracing::info!(addr = %config.listen_addr, "listening");
-    let app = router(AppState { db, metrics, request_timeout: config.request_timeout });
-
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown({
-            let stopping = stopping.clone();
-            async move {
-                shutdown::signal_received().await;
-                stopping.notify_one();
+impl App {
+    /// Logs in (AWSCURRENT, else the fallbacks), builds the pool, waits for the schema,
+    /// starts the change checks and binds both listeners (port 0 picks a free one).
+    pub async fn build<S>(
+        config: &Config,
+        source: S,
+        connector: Connector,
+        metrics: Arc<Metrics>,
+    ) -> Result<App, StartupError>
+    where
+        S: SecretSource + std::fmt::Debug,
+    {
+        // The first login that works; retry only what may fix itself.
+        let verifier = PgVerifier { connector: connector.clone() };
+        let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        let (initial, current_seen) = loop {
+            match initial_login(&source, &verifier).await {
+                Ok(found) => break found,
+                Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "startup: not ready yet");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e.into()),
             }
-        })
-        .into_future();
-    let grace = config.shutdown_grace;
-    let result = tokio::select! {
-        r = server => r.map_err(StartupError::Serve),
-        () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests did not finish in time; exiting anyway");
-            Ok(())
-        }
-    };
-    checker.abort();
-    pool.close().await;
-    tracing::info!("stopped");
-    result
+        };
+        tracing::info!(secret_id = %source.secret_id(), version_id = %initial.version_id, user = %initial.secret.username, "database login verified");
+
+        let (pool, signals) = build_pool(config, &initial.secret, &connector)?;
+        let target = PgTarget { pool: pool.clone(), connector };
+        let credentials = Arc::new(Credentials::new(
+            source,
+            target,
+            metrics.clone(),
+            initial,
+            current_seen,
+            RefreshPolicy::new(config.secret_backoff_max),
+        ));
+        let db = Db::new(pool, signals, Arc::new(credentials.clone()), metrics.clone(), config.pool_acquire_timeout);
+        let version = migrations::wait_for_schema(&db, config.schema_wait).await?;
+        tracing::info!(version, "schema version checked");
+
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })
+        };
+        let public = bind(config.listen_addr).await?;
+        let admin = bind(config.admin_listen_addr).await?;
+        let checker =
+            tokio::spawn(credentials.run_change_checks(config.secret_check_interval, config.secret_backoff_max));
+        let state = AppState { db, metrics, request_timeout: config.request_timeout };
+        Ok(App { public, admin, state, checker, shutdown_grace: config.shutdown_grace })
+    }
+
+    /// Where the public API listens (health, readiness, notes).
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Where `/metrics` and `/whoami` are served.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves both listeners until `shutdown` resolves, then lets in-flight requests
+    /// finish (at most `APP_SHUTDOWN_GRACE`) and closes the pool.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+        let App { public, admin, state, checker, shutdown_grace } = self;
+        tracing::info!(public = %public.local_addr().map_err(StartupError::Serve)?, admin = %admin.local_addr().map_err(StartupError::Serve)?, "listening");
+        let pool = state.db.pool().clone();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let public =
+            axum::serve(public, router(state.clone())).with_graceful_shutdown(stopped(stop_rx.clone())).into_future();
+        let admin = axum::serve(admin, admin_router(state)).with_graceful_shutdown(stopped(stop_rx)).into_future();
+        let result = tokio::select! {
+            r = async { tokio::try_join!(public, admin) } => r.map(|_| ()).map_err(StartupError::Serve),
+            () = async {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+                tokio::time::sleep(shutdown_grace).await;
+            } => {
+                tracing::warn!(grace_ms = shutdown_grace.as_millis() as u64, "in-flight requests did not finish in time; exiting anyway");
+                Ok(())
+            }
+        };
+        checker.abort();
+        pool.close().await;
+        tracing::info!("stopped");
+        result
+    }
 }

@@ -14,7 +14,9 @@ use db_secret::TlsFloor;
 /// and refused at startup rather than silently ignored.
 pub const KNOWN_VARS: &[&str] = &[
     "APP_SECRET_ID",
+    "APP_OWNER_SECRET_ID",
     "APP_LISTEN_ADDR",
+    "APP_ADMIN_LISTEN_ADDR",
     "APP_DB_CA_BUNDLE",
     "APP_DB_TLS",
     "APP_POOL_MAX_CONNECTIONS",
@@ -26,13 +28,17 @@ pub const KNOWN_VARS: &[&str] = &[
     "APP_SECRET_BACKOFF_MAX",
     "APP_REQUEST_TIMEOUT",
     "APP_SHUTDOWN_GRACE",
+    "APP_SCHEMA_WAIT",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// ARN or name of the database secret.
     pub secret_id: String,
+    /// Public listener: health, readiness, the notes API.
     pub listen_addr: SocketAddr,
+    /// Admin listener: `/metrics`, `/whoami`. Loopback by default.
+    pub admin_listen_addr: SocketAddr,
     /// PEM bundle that signs the database's certificate; platform roots when `None`.
     pub db_ca_bundle: Option<PathBuf>,
     /// `APP_DB_TLS`: the TLS floor (verified TLS unless the operator allows plain text).
@@ -51,12 +57,25 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// How long serving waits at start for the schema `web-app migrate` applies.
+    pub schema_wait: Duration,
+}
+
+/// What `web-app migrate` needs: the owner's secret and how to reach the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigrateConfig {
+    /// ARN or name of the schema owner's secret (same JSON format as the app's).
+    pub owner_secret_id: String,
+    pub db_ca_bundle: Option<PathBuf>,
+    pub db_tls: TlsFloor,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("APP_SECRET_ID is required (the ARN or name of the database secret)")]
     MissingSecretId,
+    #[error("APP_OWNER_SECRET_ID is required by `web-app migrate` (the ARN or name of the schema owner's secret)")]
+    MissingOwnerSecretId,
     #[error("{var}={value:?} is invalid: {reason}")]
     Invalid { var: &'static str, value: String, reason: &'static str },
     #[error("unknown variable {0} (known: {known})", known = KNOWN_VARS.join(", "))]
@@ -74,37 +93,14 @@ impl Config {
     /// Builds the configuration from `(name, value)` pairs; variables that do not start
     /// with `APP_` are ignored.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with("APP_")).collect();
-        for (k, _) in &vars {
-            if !KNOWN_VARS.contains(&k.as_str()) {
-                let upper = k.to_ascii_uppercase();
-                // Name the variable only; its value may be a password.
-                if ["PASSWORD", "PASSWD", "SECRET_VALUE", "DATABASE_URL", "DB_URL"].iter().any(|w| upper.contains(w)) {
-                    return Err(ConfigError::CredentialInEnvironment(k.clone()));
-                }
-                return Err(ConfigError::Unknown(k.clone()));
-            }
-        }
-        let get = |name: &str| -> Option<&str> {
-            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty())
-        };
+        let vars = app_vars(vars)?;
+        let get = |name: &str| get(&vars, name);
 
         let secret_id = get("APP_SECRET_ID").ok_or(ConfigError::MissingSecretId)?.to_owned();
-        let listen_addr = match get("APP_LISTEN_ADDR") {
-            None => SocketAddr::from(([0, 0, 0, 0], 8080)),
-            Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
-                var: "APP_LISTEN_ADDR",
-                value: v.to_owned(),
-                reason: "expected IP:PORT, e.g. 0.0.0.0:8080",
-            })?,
-        };
+        let listen_addr = address(get("APP_LISTEN_ADDR"), "APP_LISTEN_ADDR", ([0, 0, 0, 0], 8080))?;
+        let admin_listen_addr = address(get("APP_ADMIN_LISTEN_ADDR"), "APP_ADMIN_LISTEN_ADDR", ([127, 0, 0, 1], 9090))?;
         let db_ca_bundle = get("APP_DB_CA_BUNDLE").map(PathBuf::from);
-        let db_tls = TlsFloor::from_setting("APP_DB_TLS", get("APP_DB_TLS")).map_err(|_| ConfigError::Invalid {
-            var: "APP_DB_TLS",
-            value: get("APP_DB_TLS").unwrap_or_default().to_owned(),
-            reason: "expected `verify-full` (the default), `allow-plaintext` (a secret's \"ssl\": false is honoured) \
-                     or `disable` (plain text everywhere, local development only)",
-        })?;
+        let db_tls = tls_floor(get("APP_DB_TLS"))?;
         let pool_max_connections = number(get("APP_POOL_MAX_CONNECTIONS"), "APP_POOL_MAX_CONNECTIONS", 10, 1, 1000)?;
         let pool_min_connections = number(get("APP_POOL_MIN_CONNECTIONS"), "APP_POOL_MIN_CONNECTIONS", 1, 0, 1000)?;
         if pool_min_connections > pool_max_connections {
@@ -119,6 +115,7 @@ impl Config {
         let cfg = Config {
             secret_id,
             listen_addr,
+            admin_listen_addr,
             db_ca_bundle,
             db_tls,
             pool_max_connections,
@@ -146,6 +143,7 @@ impl Config {
             )?,
             request_timeout: duration(get("APP_REQUEST_TIMEOUT"), "APP_REQUEST_TIMEOUT", Duration::from_secs(10))?,
             shutdown_grace: duration(get("APP_SHUTDOWN_GRACE"), "APP_SHUTDOWN_GRACE", Duration::from_secs(20))?,
+            schema_wait: duration(get("APP_SCHEMA_WAIT"), "APP_SCHEMA_WAIT", Duration::from_secs(30))?,
         };
         if cfg.secret_backoff_max < cfg.secret_check_interval {
             return Err(ConfigError::Invalid {
@@ -156,6 +154,64 @@ impl Config {
         }
         Ok(cfg)
     }
+}
+
+impl MigrateConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// The same variables as serving (one environment can serve both), of which
+    /// `APP_OWNER_SECRET_ID` is required and the serving-only ones are ignored.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let vars = app_vars(vars)?;
+        let get = |name: &str| get(&vars, name);
+        Ok(Self {
+            owner_secret_id: get("APP_OWNER_SECRET_ID").ok_or(ConfigError::MissingOwnerSecretId)?.to_owned(),
+            db_ca_bundle: get("APP_DB_CA_BUNDLE").map(PathBuf::from),
+            db_tls: tls_floor(get("APP_DB_TLS"))?,
+        })
+    }
+}
+
+/// The `APP_*` variables, every one of them known.
+fn app_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Vec<(String, String)>, ConfigError> {
+    let vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with("APP_")).collect();
+    for (k, _) in &vars {
+        if !KNOWN_VARS.contains(&k.as_str()) {
+            let upper = k.to_ascii_uppercase();
+            // Name the variable only; its value may be a password.
+            if ["PASSWORD", "PASSWD", "SECRET_VALUE", "DATABASE_URL", "DB_URL"].iter().any(|w| upper.contains(w)) {
+                return Err(ConfigError::CredentialInEnvironment(k.clone()));
+            }
+            return Err(ConfigError::Unknown(k.clone()));
+        }
+    }
+    Ok(vars)
+}
+
+fn get<'a>(vars: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn address(raw: Option<&str>, var: &'static str, default: ([u8; 4], u16)) -> Result<SocketAddr, ConfigError> {
+    match raw {
+        None => Ok(SocketAddr::from(default)),
+        Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+            var,
+            value: v.to_owned(),
+            reason: "expected IP:PORT, e.g. 0.0.0.0:8080",
+        }),
+    }
+}
+
+fn tls_floor(raw: Option<&str>) -> Result<TlsFloor, ConfigError> {
+    TlsFloor::from_setting("APP_DB_TLS", raw).map_err(|_| ConfigError::Invalid {
+        var: "APP_DB_TLS",
+        value: raw.unwrap_or_default().to_owned(),
+        reason: "expected `verify-full` (the default), `allow-plaintext` (a secret's \"ssl\": false is honoured) \
+                 or `disable` (plain text everywhere, local development only)",
+    })
 }
 
 fn number(raw: Option<&str>, var: &'static str, default: u32, min: u32, max: u32) -> Result<u32, ConfigError> {
@@ -210,6 +266,8 @@ mod tests {
         let c = Config::from_vars(vars(&[("APP_SECRET_ID", "prod/db"), ("HOME", "/root")])).unwrap();
         assert_eq!(c.secret_id, "prod/db");
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.admin_listen_addr.to_string(), "127.0.0.1:9090", "metrics stay off the public port");
+        assert_eq!(c.schema_wait, Duration::from_secs(30));
         assert_eq!(c.db_tls, TlsFloor::verify_full("APP_DB_TLS"));
         assert_eq!(c.secret_check_interval, Duration::from_secs(60));
         assert_eq!(c.pool_max_connections, 10);
@@ -231,6 +289,24 @@ mod tests {
         let err = Config::from_vars(vars(&[("APP_SECRET_ID", "x"), ("APP_DB_PASSWORD", "hunter2")])).unwrap_err();
         assert_eq!(err, ConfigError::CredentialInEnvironment("APP_DB_PASSWORD".into()));
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn migrate_needs_the_owner_secret_and_accepts_the_serving_environment() {
+        let err = MigrateConfig::from_vars(vars(&[("APP_SECRET_ID", "prod/db")])).unwrap_err();
+        assert_eq!(err, ConfigError::MissingOwnerSecretId);
+        assert!(err.to_string().contains("APP_OWNER_SECRET_ID"));
+        let m = MigrateConfig::from_vars(vars(&[
+            ("APP_SECRET_ID", "prod/db"),
+            ("APP_OWNER_SECRET_ID", "prod/db-owner"),
+            ("APP_DB_TLS", "disable"),
+            ("APP_POOL_MAX_CONNECTIONS", "4"),
+        ]))
+        .unwrap();
+        assert_eq!(m.owner_secret_id, "prod/db-owner");
+        assert!(m.db_tls.disables_tls());
+        let err = MigrateConfig::from_vars(vars(&[("APP_OWNER_SECRET_ID", "o"), ("APP_OWNER_PASSWORD", "x")]));
+        assert_eq!(err.unwrap_err(), ConfigError::CredentialInEnvironment("APP_OWNER_PASSWORD".into()));
     }
 
     #[test]

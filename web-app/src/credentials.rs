@@ -7,22 +7,31 @@
 //! session alive after `ALTER ROLE … PASSWORD`); they retire on their own because each
 //! has a bounded, jittered lifetime (see `pool.rs`). Three events move the active version:
 //!
-//! 1. **Change check** (every `APP_SECRET_CHECK_INTERVAL`, one `DescribeSecret`): if the
+//! 1. **Change check** (every `APP_SECRET_CHECK_INTERVAL`, one `DescribeSecret`, made
+//!    outside the refresh lock so a hanging Secrets Manager never holds up event 2): if the
 //!    version carrying AWSCURRENT is not the one seen last time, load it (cache first,
-//!    else one `GetSecretValue` with `VersionStage=AWSCURRENT`), open *one* connection with
-//!    it, and only if that works switch the pool (`Pool::set_connect_options`). If the
-//!    database refuses it, keep the working login and remember that version as seen, so
-//!    the next check does not retry it (a broken AWSCURRENT is an operator's problem; if
-//!    our login stops working too, event 2 takes over).
+//!    else one `GetSecretValue` naming the *VersionId* DescribeSecret reported), open *one*
+//!    connection with it, and only if that works switch the pool
+//!    (`Pool::set_connect_options`). If the database refuses it, keep the working login and
+//!    remember that version as seen, so the next check does not retry it (a broken
+//!    AWSCURRENT is an operator's problem; if our login stops working too, event 2 takes
+//!    over).
 //! 2. **Authentication failure** of a new connection (SQLSTATE 28P01/28000): the database
-//!    no longer accepts the active login. Single-user rotation does this between
-//!    `setSecret` and `finishSecret`, and so does a rotation that failed after
-//!    `setSecret`. One refresh runs per process (a mutex plus a generation number: a
-//!    request that failed under generation *g* and finds the generation moved on just
-//!    retries). The refresh calls `DescribeSecret` once and tries, in order, AWSCURRENT,
-//!    AWSPENDING, AWSPREVIOUS, skipping the active version that just failed; the first
-//!    that opens a connection becomes active.
-//! 3. **Startup**: AWSCURRENT, falling back exactly like event 2 if it is refused.
+//!    refuses the active login. Single-user rotation does this between `setSecret` and
+//!    `finishSecret`, and so does a rotation that failed after `setSecret`; so do things
+//!    that fix themselves (a pg_hba mistake that is reverted, a proxy with a stale secret).
+//!    One refresh runs per process (a mutex plus a generation number: a request that
+//!    failed under generation *g* and finds the generation moved on just retries). The
+//!    refresh calls `DescribeSecret` and tries AWSCURRENT, AWSPENDING, AWSPREVIOUS (each by
+//!    VersionId), then **the active login itself, last**: the first that opens a connection
+//!    becomes active (the active one "again" bumps the generation too, so requests stop
+//!    treating it as refused). When nothing works, the next refresh waits a *database*
+//!    backoff (250 ms doubling to 5 s: probing logins is cheap and the outage may be
+//!    short); its DescribeSecret waits a separate, longer backoff (1 s doubling to
+//!    `APP_SECRET_BACKOFF_MAX`), and meanwhile the versions described last time are
+//!    probed again from the cache, so a long refusal costs logins, not Secrets Manager
+//!    calls.
+//! 3. **Startup**: AWSCURRENT, falling back to AWSPENDING then AWSPREVIOUS if refused.
 //!
 //! Versions are cached by VersionId (a version's value never changes) once they are
 //! known to be real: they verified, or they carried AWSCURRENT/AWSPREVIOUS. An
@@ -33,16 +42,17 @@
 //! Steady state: one `DescribeSecret` per interval, whatever the pool size or request
 //! rate. Per rotation: at most one `GetSecretValue` for the new AWSCURRENT, plus, if the
 //! old login stops working before the change check notices, one refresh (one
-//! `DescribeSecret` and at most one `GetSecretValue` per stage not cached). Failures back
-//! off exponentially with jitter; nothing here can loop on Secrets Manager.
+//! `DescribeSecret` and at most one `GetSecretValue` per version not cached). Failures
+//! back off exponentially with jitter; nothing here can loop on Secrets Manager.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, jitter};
@@ -108,12 +118,58 @@ pub enum CheckOutcome {
     DatabaseUnreachable,
 }
 
+/// A refresh waits this long for each Secrets Manager call (the SDK's own deadline is
+/// longer) before it probes the logins it already knows: requests are waiting.
+const REFRESH_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn timed_out(operation: &'static str) -> SourceError {
+    SourceError::Unavailable { operation, detail: format!("no answer within {REFRESH_CALL_TIMEOUT:?}") }
+}
+
+/// How a refresh after an authentication failure ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovered {
+    /// Another version works; new connections use it.
+    Switched,
+    /// The refused login works again (a transient refusal); it stays.
+    ActiveWorksAgain,
+    /// Someone else's refresh already moved the generation on.
+    AlreadyDone,
+}
+
+/// Backoffs of the refresh after an authentication failure.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshPolicy {
+    /// Between refreshes that found no working login (they probe the database).
+    pub probe_base: Duration,
+    pub probe_max: Duration,
+    /// Between the DescribeSecret calls of fruitless refreshes.
+    pub describe_base: Duration,
+    pub describe_max: Duration,
+}
+
+impl RefreshPolicy {
+    /// Database probes from 250 ms to 5 s; Secrets Manager from 1 s to `sm_backoff_max`.
+    pub fn new(sm_backoff_max: Duration) -> Self {
+        Self {
+            probe_base: Duration::from_millis(250),
+            probe_max: Duration::from_secs(5),
+            describe_base: Duration::from_secs(1),
+            describe_max: sm_backoff_max.max(Duration::from_secs(1)),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct RefreshState {
     last_seen_current: Option<String>,
     cache: HashMap<String, Arc<DbSecret>>,
-    recover_backoff: Backoff,
-    recover_not_before: Option<Instant>,
+    /// The versions (stage, id) the last DescribeSecret of a refresh reported, in the
+    /// order they are tried. Probed again from the cache while DescribeSecret backs off.
+    described: Vec<(Stage, String)>,
+    probe_backoff: Backoff,
+    describe_backoff: Backoff,
+    describe_not_before: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -122,12 +178,18 @@ pub struct Credentials<S, T> {
     target: T,
     metrics: Arc<Metrics>,
     active: RwLock<Arc<Active>>,
-    generation: AtomicU64,
+    /// Bumped every time the active login changes or is verified again after a refusal.
+    generation: watch::Sender<u64>,
     /// Held for the whole of a change check or a refresh: one at a time per process.
     refresh: tokio::sync::Mutex<RefreshState>,
+    /// No refresh after an authentication failure before this instant (database backoff).
+    /// Outside the async mutex so requests can read it without queueing behind a refresh.
+    probe_not_before: Mutex<Option<Instant>>,
+    /// A refresh task is running or queued (see [`Recover::kick`]).
+    refreshing: AtomicBool,
 }
 
-/// The first working login: AWSCURRENT, else the same fallback as an auth failure.
+/// The first working login: AWSCURRENT, else AWSPENDING, else AWSPREVIOUS.
 /// Returns it with the AWSCURRENT version id seen.
 #[tracing::instrument(skip_all, fields(secret_id = source.secret_id()))]
 pub async fn initial_login<S: SecretSource, V: Verify>(
@@ -150,9 +212,9 @@ pub async fn initial_login<S: SecretSource, V: Verify>(
         if id == current_id {
             continue;
         }
-        let version = match source.get(stage).await {
+        let version = match source.get_version(id).await {
             Ok(v) => v,
-            Err(SourceError::NoSuchStage { .. }) => continue,
+            Err(SourceError::NoSuchVersion { .. } | SourceError::Format { .. }) => continue,
             Err(e) => return Err(e.into()),
         };
         match verifier.verify(&version.secret).await {
@@ -172,7 +234,7 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
         metrics: Arc<Metrics>,
         initial: SecretVersion,
         current_seen: String,
-        recover_backoff_max: Duration,
+        policy: RefreshPolicy,
     ) -> Self {
         metrics.set_secret_version(&initial.version_id);
         let cache = HashMap::from([(initial.version_id.clone(), initial.secret.clone())]);
@@ -181,13 +243,17 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
             target,
             metrics,
             active: RwLock::new(Arc::new(Active { version_id: initial.version_id, secret: initial.secret })),
-            generation: AtomicU64::new(0),
+            generation: watch::Sender::new(0),
             refresh: tokio::sync::Mutex::new(RefreshState {
                 last_seen_current: Some(current_seen),
                 cache,
-                recover_backoff: Backoff::new(Duration::from_millis(500), recover_backoff_max),
-                recover_not_before: None,
+                described: Vec::new(),
+                probe_backoff: Backoff::new(policy.probe_base, policy.probe_max),
+                describe_backoff: Backoff::new(policy.describe_base, policy.describe_max),
+                describe_not_before: None,
             }),
+            probe_not_before: Mutex::new(None),
+            refreshing: AtomicBool::new(false),
         }
     }
 
@@ -195,10 +261,14 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
         self.active.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Bumped every time the active login changes. Read it *before* opening a
-    /// connection; hand it to [`Self::recover`] if that connection is refused.
+    /// Read it *before* opening a connection; hand it to [`Self::recover`] if that
+    /// connection is refused.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        *self.generation.borrow()
+    }
+
+    fn bump_generation(&self) {
+        self.generation.send_modify(|g| *g += 1);
     }
 
     fn switch(&self, version: &SecretVersion) {
@@ -207,27 +277,24 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
         self.target.switch_to(&version.secret);
         *self.active.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
             Arc::new(Active { version_id: version.version_id.clone(), secret: version.secret.clone() });
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.bump_generation();
         self.metrics.set_secret_version(&version.version_id);
+        self.metrics.record_switch();
     }
 
-    /// The version carrying `stage` per `stages`: from the cache when known, else one
-    /// `GetSecretValue(VersionStage=stage)`.
-    async fn load(
-        &self,
-        st: &RefreshState,
-        stages: &Stages,
-        stage: Stage,
-    ) -> Result<Option<SecretVersion>, SourceError> {
-        let Some(id) = stages.version_with(stage) else {
-            return Ok(None);
-        };
+    /// Version `id`: from the cache when known, else one `GetSecretValue(VersionId=id)`.
+    /// `Ok(None)`: it is gone, or holds no usable value (a placeholder mid-rotation).
+    async fn load(&self, st: &RefreshState, id: &str) -> Result<Option<SecretVersion>, SourceError> {
         if let Some(secret) = st.cache.get(id) {
             return Ok(Some(SecretVersion { version_id: id.to_owned(), secret: secret.clone() }));
         }
-        match self.source.get(stage).await {
+        match self.source.get_version(id).await {
             Ok(v) => Ok(Some(v)),
-            Err(SourceError::NoSuchStage { .. }) => Ok(None),
+            Err(SourceError::NoSuchVersion { .. }) => Ok(None),
+            Err(e @ SourceError::Format { .. }) => {
+                tracing::warn!(version_id = id, error = %e, "skipping a version whose value is not a usable secret");
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -240,8 +307,16 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
     /// switch. Errors are Secrets Manager errors; the caller backs off.
     #[tracing::instrument(skip_all, fields(secret_id = self.source.secret_id()))]
     pub async fn check_for_change(&self) -> Result<CheckOutcome, SourceError> {
-        let mut st = self.refresh.lock().await;
+        // DescribeSecret outside the lock: a slow or unreachable Secrets Manager must not
+        // hold up a refresh that a refused login is waiting for.
+        let generation = self.generation();
         let stages = self.source.describe().await?;
+        let mut st = self.refresh.lock().await;
+        if self.generation() != generation {
+            // A refresh switched meanwhile, possibly to a newer version than `stages`
+            // knows: judge again at the next check rather than move back.
+            return Ok(CheckOutcome::Unchanged);
+        }
         let active = self.active();
         Self::prune_cache(&mut st, &stages, &active.version_id);
         let Some(current_id) = stages.version_with(Stage::Current) else {
@@ -257,7 +332,8 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
             st.last_seen_current = Some(current_id.to_owned());
             return Ok(CheckOutcome::Unchanged);
         }
-        let Some(version) = self.load(&st, &stages, Stage::Current).await? else {
+        let started = Instant::now();
+        let Some(version) = self.load(&st, current_id).await? else {
             return Ok(CheckOutcome::Unchanged);
         };
         match self.target.verify(&version.secret).await {
@@ -265,81 +341,125 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
                 self.switch(&version);
                 st.cache.insert(version.version_id.clone(), version.secret.clone());
                 st.last_seen_current = Some(version.version_id.clone());
-                self.metrics.record_refresh(RefreshTrigger::ChangeCheck, RefreshOutcome::Switched);
+                self.metrics.record_refresh(RefreshTrigger::change_check, RefreshOutcome::switched, started.elapsed());
                 tracing::info!(from = %active.version_id, to = %version.version_id, user = %version.secret.username, "switched to the new AWSCURRENT");
                 Ok(CheckOutcome::Switched)
             }
             Err(VerifyError::Rejected { sqlstate }) => {
                 st.last_seen_current = Some(version.version_id.clone());
-                self.metrics.record_refresh(RefreshTrigger::ChangeCheck, RefreshOutcome::Kept);
+                self.metrics.record_refresh(RefreshTrigger::change_check, RefreshOutcome::kept, started.elapsed());
                 tracing::warn!(version_id = %version.version_id, %sqlstate, kept = %active.version_id, "the database refuses the new AWSCURRENT; keeping the working login");
                 Ok(CheckOutcome::NewVersionRejected)
             }
             Err(VerifyError::Unreachable(detail)) => {
-                self.metrics.record_refresh(RefreshTrigger::ChangeCheck, RefreshOutcome::Failed);
+                self.metrics.record_refresh(RefreshTrigger::change_check, RefreshOutcome::failed, started.elapsed());
                 tracing::warn!(version_id = %version.version_id, %detail, "could not verify the new AWSCURRENT; will retry");
                 Ok(CheckOutcome::DatabaseUnreachable)
             }
         }
     }
 
+    /// Whether a refresh may probe the database now (not backing off after a fruitless one).
+    pub fn may_probe(&self) -> bool {
+        let not_before = *self.probe_not_before.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        not_before.is_none_or(|t| Instant::now() >= t)
+    }
+
     /// A new connection opened under `failed_generation` was refused. Find a login that
-    /// works; returns `Ok` when the caller should simply try again.
+    /// works (see the module comment for the order and the backoffs).
     #[tracing::instrument(skip_all, fields(secret_id = self.source.secret_id(), failed_generation))]
-    pub async fn recover(&self, failed_generation: u64) -> Result<(), CredentialsError> {
+    pub async fn recover(&self, failed_generation: u64) -> Result<Recovered, CredentialsError> {
         let waited = Instant::now();
         let mut st = self.refresh.lock().await;
         if self.generation() != failed_generation {
-            return Ok(()); // Another request's refresh already switched.
+            return Ok(Recovered::AlreadyDone);
         }
-        tracing::debug!(waited_ms = waited.elapsed().as_millis() as u64, "refresh starts");
-        if st.recover_not_before.is_some_and(|t| Instant::now() < t) {
+        if !self.may_probe() {
             return Err(CredentialsError::BackingOff);
         }
+        tracing::debug!(waited_ms = waited.elapsed().as_millis() as u64, "refresh starts");
         let started = Instant::now();
         let result = self.recover_locked(&mut st).await;
-        tracing::debug!(took_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "refresh done");
+        let took = started.elapsed();
+        let mut not_before = self.probe_not_before.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match &result {
-            Ok(()) => {
-                st.recover_backoff.reset();
-                st.recover_not_before = None;
-                self.metrics.record_refresh(RefreshTrigger::AuthFailure, RefreshOutcome::Switched);
+            Ok(outcome) => {
+                st.probe_backoff.reset();
+                st.describe_backoff.reset();
+                st.describe_not_before = None;
+                *not_before = None;
+                let label =
+                    if *outcome == Recovered::Switched { RefreshOutcome::switched } else { RefreshOutcome::kept };
+                self.metrics.record_refresh(RefreshTrigger::auth_failure, label, took);
             }
             Err(e) => {
-                let delay = st.recover_backoff.next_delay();
-                st.recover_not_before = Some(Instant::now() + delay);
-                self.metrics.record_refresh(RefreshTrigger::AuthFailure, RefreshOutcome::Failed);
+                let delay = st.probe_backoff.next_delay();
+                *not_before = Some(Instant::now() + delay);
+                self.metrics.record_refresh(RefreshTrigger::auth_failure, RefreshOutcome::failed, took);
                 tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "credential refresh after an authentication failure failed");
             }
         }
         result
     }
 
-    async fn recover_locked(&self, st: &mut RefreshState) -> Result<(), CredentialsError> {
-        let stages = self.source.describe().await?;
+    async fn recover_locked(&self, st: &mut RefreshState) -> Result<Recovered, CredentialsError> {
         let active = self.active();
-        Self::prune_cache(st, &stages, &active.version_id);
-        let mut tried = vec![format!("active {}", active.version_id)];
-        for stage in Stage::FALLBACK_ORDER {
-            if stages.version_with(stage) == Some(active.version_id.as_str()) {
-                continue; // That is the login that was just refused.
+        // Which versions exist now. While an earlier fruitless DescribeSecret backs off,
+        // probe what it described from the cache instead.
+        let mut described_now = false;
+        let mut sm_error = None;
+        if st.describe_not_before.is_none_or(|t| Instant::now() >= t) {
+            let described = tokio::time::timeout(REFRESH_CALL_TIMEOUT, self.source.describe()).await;
+            match described.unwrap_or_else(|_| Err(timed_out("DescribeSecret"))) {
+                Ok(stages) => {
+                    described_now = true;
+                    Self::prune_cache(st, &stages, &active.version_id);
+                    st.described = Stage::FALLBACK_ORDER
+                        .iter()
+                        .filter_map(|&stage| stages.version_with(stage).map(|id| (stage, id.to_owned())))
+                        .collect();
+                }
+                Err(e) => {
+                    let delay = st.describe_backoff.next_delay();
+                    st.describe_not_before = Some(Instant::now() + delay);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "refresh: DescribeSecret failed; probing known logins only");
+                    sm_error = Some(e);
+                }
             }
-            let Some(version) = self.load(st, &stages, stage).await? else {
-                continue;
+        }
+        let mut tried = Vec::new();
+        let candidates = st.described.clone();
+        for (stage, id) in &candidates {
+            if *id == active.version_id {
+                continue; // Tried last, below.
+            }
+            let loaded = tokio::time::timeout(REFRESH_CALL_TIMEOUT, self.load(st, id)).await;
+            let version = match loaded.unwrap_or_else(|_| Err(timed_out("GetSecretValue"))) {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(version_id = %id, error = %e, "refresh: cannot load a version; trying the others");
+                    sm_error.get_or_insert(e);
+                    continue;
+                }
             };
-            if version.version_id == active.version_id || version.secret.same_credentials(&active.secret) {
+            if version.secret.same_credentials(&active.secret) {
                 continue;
             }
             match self.target.verify(&version.secret).await {
                 Ok(()) => {
                     self.switch(&version);
                     st.cache.insert(version.version_id.clone(), version.secret.clone());
-                    st.last_seen_current = stages.version_with(Stage::Current).map(str::to_owned);
+                    // AWSCURRENT was judged here (tried first, or it is the login that
+                    // was refused): the next change check need not load it again.
+                    if let Some((_, current)) = candidates.iter().find(|(s, _)| *s == Stage::Current) {
+                        st.last_seen_current = Some(current.clone());
+                    }
                     tracing::info!(from = %active.version_id, to = %version.version_id, stage = stage.label(), user = %version.secret.username, "switched after an authentication failure");
-                    return Ok(());
+                    return Ok(Recovered::Switched);
                 }
                 Err(VerifyError::Rejected { sqlstate }) => {
-                    if stage != Stage::Pending {
+                    if *stage != Stage::Pending {
                         st.cache.insert(version.version_id.clone(), version.secret.clone());
                     }
                     tracing::warn!(version_id = %version.version_id, stage = stage.label(), %sqlstate, "refused too");
@@ -348,10 +468,28 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
                 Err(VerifyError::Unreachable(d)) => return Err(CredentialsError::DatabaseUnreachable(d)),
             }
         }
-        Err(CredentialsError::NoWorkingVersion {
-            secret_id: self.source.secret_id().to_owned(),
-            tried: tried.join(", "),
-        })
+        // Last, the login that was refused: the refusal may have been brief.
+        match self.target.verify(&active.secret).await {
+            Ok(()) => {
+                self.bump_generation();
+                tracing::info!(version_id = %active.version_id, "the refused login works again; keeping it");
+                return Ok(Recovered::ActiveWorksAgain);
+            }
+            Err(VerifyError::Rejected { .. }) => tried.push(format!("active {}", active.version_id)),
+            Err(VerifyError::Unreachable(d)) => return Err(CredentialsError::DatabaseUnreachable(d)),
+        }
+        if described_now {
+            // It told us nothing that works: ask again later, not on every probe.
+            let delay = st.describe_backoff.next_delay();
+            st.describe_not_before = Some(Instant::now() + delay);
+        }
+        match sm_error {
+            Some(e) if tried.len() <= 1 => Err(e.into()),
+            _ => Err(CredentialsError::NoWorkingVersion {
+                secret_id: self.source.secret_id().to_owned(),
+                tried: tried.join(", "),
+            }),
+        }
     }
 
     /// Runs change checks forever: every `interval` (±10 %), and after a failure with
@@ -383,9 +521,12 @@ impl<S: SecretSource, T: CredentialTarget> Credentials<S, T> {
 /// The request path's view of the credentials, object-safe so routes need not be generic.
 pub trait Recover: Send + Sync + std::fmt::Debug {
     fn generation(&self) -> u64;
-    /// Runs [`Credentials::recover`] on its own task: a request that times out must not
-    /// cancel a refresh other requests are waiting for.
-    fn recover(&self, failed_generation: u64) -> Pin<Box<dyn Future<Output = Result<(), CredentialsError>> + Send>>;
+    /// Starts a refresh for `failed_generation` on its own task unless one is running,
+    /// the generation already moved on, or the database backoff says not yet. Never waits:
+    /// requests wait for a released connection or for the generation to change.
+    fn kick(&self, failed_generation: u64);
+    /// Resolves once the generation is no longer `generation`.
+    fn changed(&self, generation: u64) -> Pin<Box<dyn Future<Output = ()> + Send>>;
     fn active(&self) -> Arc<Active>;
 }
 
@@ -394,11 +535,25 @@ impl<S: SecretSource + std::fmt::Debug, T: CredentialTarget + std::fmt::Debug> R
         Credentials::generation(self)
     }
 
-    fn recover(&self, failed_generation: u64) -> Pin<Box<dyn Future<Output = Result<(), CredentialsError>> + Send>> {
+    fn kick(&self, failed_generation: u64) {
+        if Credentials::generation(self) != failed_generation || !self.may_probe() {
+            return;
+        }
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Its own task: a request that times out must not cancel a refresh others need.
         let this = self.clone();
-        let task = tokio::spawn(async move { Credentials::recover(&this, failed_generation).await });
+        tokio::spawn(async move {
+            let _ = this.recover(failed_generation).await;
+            this.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    fn changed(&self, generation: u64) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let mut rx = self.generation.subscribe();
         Box::pin(async move {
-            task.await.unwrap_or_else(|_| Err(CredentialsError::DatabaseUnreachable("refresh task panicked".into())))
+            let _ = rx.wait_for(|g| *g != generation).await;
         })
     }
 

@@ -1,29 +1,36 @@
-//! `web-app` serves; `web-app healthcheck` probes a running server (container HEALTHCHECK).
+//! `web-app` serves; `web-app migrate` applies the schema with the owner's login and
+//! exits; `web-app healthcheck` probes a running server (container HEALTHCHECK).
 
 use std::process::ExitCode;
 
+use web_app::app::StartupError;
+use web_app::config::{Config, MigrateConfig};
+
 fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        None => {}
+    let migrate = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("migrate") => true,
         Some("healthcheck") => return web_app::healthcheck::run(),
         Some(other) => {
-            eprintln!("web-app: unknown subcommand {other:?} (expected none or `healthcheck`)");
+            eprintln!("web-app: unknown subcommand {other:?} (expected none, `migrate` or `healthcheck`)");
             return ExitCode::from(2);
         }
-    }
-    web_app::telemetry::init();
-    let result = web_app::config::Config::from_env().map_err(web_app::app::StartupError::from).and_then(|config| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(web_app::app::StartupError::Serve)?
-            .block_on(web_app::app::run(config))
-    });
+    };
+    let _log = web_app::telemetry::init();
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(StartupError::Serve);
+    let result = if migrate {
+        MigrateConfig::from_env()
+            .map_err(StartupError::from)
+            .and_then(|config| runtime()?.block_on(web_app::app::migrate(config)))
+    } else {
+        Config::from_env().map_err(StartupError::from).and_then(|config| runtime()?.block_on(web_app::app::run(config)))
+    };
+    let what = if migrate { "migration" } else { "startup" };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "startup failed");
-            eprintln!("web-app: startup failed: {e}");
+            tracing::error!(error = %e, "{what} failed");
+            eprintln!("web-app: {what} failed: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,19 +1,42 @@
 //! The PostgreSQL pool: bounded, jittered connection lifetimes so the pool keeps cycling
-//! onto the newest login, and an `acquire` that survives a refused login.
+//! onto the newest login; an `acquire` that survives a refused login and a server that
+//! is briefly unreachable; and [`Db::run`], which retries work whose session the server
+//! closed (admin termination, restart, failover, a proxy's idle timeout) on a fresh one.
+//!
+//! # What is retried, and why that is safe
+//!
+//! - **Getting a connection** (nothing was sent yet): a refused login (28P01/28000) waits
+//!   for the credential refresh or for a session another request releases; a connection
+//!   that cannot be opened (refused, reset, 57P03 "starting up") is tried again with a
+//!   short backoff. All within `APP_POOL_ACQUIRE_TIMEOUT`.
+//! - **Work on a session that turns out dead** (57P01/57P02/57P03, SQLSTATE class 08,
+//!   reset, broken pipe, end of stream): [`Db::run`] runs the closure again on another
+//!   connection, so the closure must be safe to run twice. Reads are. A single INSERT is
+//!   *not* provably unexecuted when its session dies: the server may have committed it
+//!   and died before answering. So every write the app makes carries an idempotency key
+//!   (`notes.request_key`, unique): a second run finds the row the first one committed
+//!   instead of adding another (see `routes/notes.rs`). Errors the server answers on a live
+//!   session (constraint violations, permissions, 40001) are never retried here.
+//! - After a lost session, connections that sat idle in the pool since before the loss
+//!   are pinged before they are handed out (a server that killed one usually killed them
+//!   all); a dead one is dropped there, not discovered by the next request.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, Postgres};
+use tokio::sync::Notify;
 
 use crate::app::StartupError;
-use crate::backoff::jitter;
+use crate::backoff::{Backoff, jitter};
 use crate::config::Config;
 use crate::credentials::{CredentialTarget, CredentialsError, Recover, Verify, VerifyError};
-use crate::metrics::{Metrics, PoolGauges};
+use crate::metrics::{Metrics, PoolGauges, RetryReason};
 use db_secret::{Connector, DbFailure, DbSecret};
 
 /// The metric label of a database error: its SQLSTATE, or a coarse class.
@@ -23,10 +46,6 @@ pub fn error_class(err: &sqlx::Error) -> String {
         sqlx::Error::PoolClosed => "pool_closed".to_owned(),
         other => DbFailure::classify(other).label().to_owned(),
     }
-}
-
-pub fn is_auth_failure(err: &sqlx::Error) -> bool {
-    DbFailure::classify(err).is_auth()
 }
 
 /// The per-connection lifetime: `max * (1 - jitter * u)` where `u` in `[0,1)` is a hash
@@ -47,31 +66,81 @@ fn process_epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+fn millis_since_epoch() -> u64 {
+    u64::try_from(process_epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What the pool's hooks tell the request path, and the other way round.
+#[derive(Debug, Default)]
+pub struct PoolSignals {
+    /// A connection went back to the pool (woken: requests waiting for one).
+    released: Notify,
+    /// When a session was last found dead (ms since the process epoch; 0: never).
+    lost_at_ms: AtomicU64,
+}
+
+impl PoolSignals {
+    pub fn session_lost_now(&self) {
+        self.lost_at_ms.store(millis_since_epoch().max(1), Ordering::Release);
+    }
+
+    /// Whether a connection idle for `idle_for` has sat in the pool since before the last
+    /// lost session (and so may be dead too).
+    fn idle_across_a_loss(&self, idle_for: Duration) -> bool {
+        let lost = self.lost_at_ms.load(Ordering::Acquire);
+        let idle_ms = u64::try_from(idle_for.as_millis()).unwrap_or(u64::MAX);
+        lost != 0 && millis_since_epoch().saturating_sub(idle_ms) <= lost
+    }
+}
+
 /// Builds the pool for `initial`. Lazy: connections open on demand (and `min` in the
 /// background), always with whatever login the credentials state machine installed last.
-pub fn build_pool(config: &Config, initial: &DbSecret, connector: &Connector) -> Result<PgPool, StartupError> {
+pub fn build_pool(
+    config: &Config,
+    initial: &DbSecret,
+    connector: &Connector,
+) -> Result<(PgPool, Arc<PoolSignals>), StartupError> {
     let max = config.conn_max_lifetime;
     let spread = config.conn_lifetime_jitter;
     let epoch = process_epoch();
-    Ok(PgPoolOptions::new()
+    let signals = Arc::new(PoolSignals::default());
+    let (on_release, on_acquire) = (signals.clone(), signals.clone());
+    let pool = PgPoolOptions::new()
         .max_connections(config.pool_max_connections)
         .min_connections(config.pool_min_connections)
         .acquire_timeout(config.pool_acquire_timeout)
         // Hard cap (also applied to idle connections by the pool's reaper).
         .max_lifetime(max)
         .idle_timeout(Some(max))
-        // The pool pings before handing out a connection by default; our connections
-        // are young (bounded lifetime) and the server does not kill them, so skip the
-        // extra round trip per request.
+        // The pool pings before handing out a connection by default: a round trip per
+        // request to catch a session the server ended, which `Db::run` catches anyway by
+        // retrying. Only after such a loss are idle connections pinged (below).
         .test_before_acquire(false)
         .after_release(move |_conn, meta| {
+            let signals = on_release.clone();
             Box::pin(async move {
                 let created = Instant::now().saturating_duration_since(epoch).saturating_sub(meta.age);
                 let created_ms = u64::try_from(created.as_millis()).unwrap_or(u64::MAX);
-                Ok(meta.age < jittered_lifetime(max, spread, created_ms))
+                let keep = meta.age < jittered_lifetime(max, spread, created_ms);
+                if keep {
+                    signals.released.notify_one();
+                }
+                Ok(keep)
             })
         })
-        .connect_lazy_with(connector.pool_options(initial).map_err(StartupError::Connect)?))
+        // Cheap unless a session was lost recently: then a connection idle since before
+        // that is pinged, and dropped (the pool tries the next) if it is dead too.
+        .before_acquire(move |conn, meta| {
+            let signals = on_acquire.clone();
+            Box::pin(async move {
+                if !signals.idle_across_a_loss(meta.idle_for) {
+                    return Ok(true);
+                }
+                Ok(conn.ping().await.is_ok())
+            })
+        })
+        .connect_lazy_with(connector.pool_options(initial).map_err(StartupError::Connect)?);
+    Ok((pool, signals))
 }
 
 /// Installs logins into the pool and verifies candidates with a throwaway connection.
@@ -144,26 +213,172 @@ pub enum DbError {
     },
     #[error("no working database login: {0}")]
     Credentials(#[from] CredentialsError),
+    /// No connection within the acquire timeout: the database is overloaded, down, or
+    /// refuses every login. Answered 503, not 500: nothing is wrong with the request.
+    #[error("no database connection within {0:?}")]
+    Unavailable(Duration),
 }
+
+impl DbError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Unavailable(_) | DbError::Credentials(_))
+    }
+}
+
+/// A source of connections: the sqlx pool, or a fake in the unit tests.
+pub trait Connections: Send + Sync + 'static {
+    type Conn: Send;
+    /// An idle connection or a new one, as the pool decides.
+    fn acquire(&self) -> impl Future<Output = Result<Self::Conn, sqlx::Error>> + Send;
+    /// An idle connection, without waiting or opening one.
+    fn try_idle(&self) -> Option<Self::Conn>;
+}
+
+impl Connections for PgPool {
+    type Conn = PoolConnection<Postgres>;
+
+    fn acquire(&self) -> impl Future<Output = Result<Self::Conn, sqlx::Error>> + Send {
+        PgPool::acquire(self)
+    }
+
+    fn try_idle(&self) -> Option<Self::Conn> {
+        self.try_acquire()
+    }
+}
+
+/// While the active login is refused, how often a waiting request looks again even if
+/// nothing woke it (a release notification can precede the connection's return by a ping).
+const REFUSED_RECHECK: Duration = Duration::from_millis(25);
+
+/// Hands out connections; see the module comment for what it retries.
+#[derive(Debug)]
+pub struct Acquirer<P> {
+    pool: P,
+    credentials: Arc<dyn Recover>,
+    metrics: Arc<Metrics>,
+    signals: Arc<PoolSignals>,
+    timeout: Duration,
+    /// The credentials generation whose login the database refused last (`u64::MAX`:
+    /// none). While it is the current generation, a new connection would be refused too.
+    refused: AtomicU64,
+}
+
+impl<P: Connections> Acquirer<P> {
+    pub fn new(
+        pool: P,
+        credentials: Arc<dyn Recover>,
+        metrics: Arc<Metrics>,
+        signals: Arc<PoolSignals>,
+        timeout: Duration,
+    ) -> Self {
+        Self { pool, credentials, metrics, signals, timeout, refused: AtomicU64::new(u64::MAX) }
+    }
+
+    /// A connection within the acquire timeout, or `Unavailable`.
+    pub async fn acquire(&self) -> Result<P::Conn, DbError> {
+        let started = tokio::time::Instant::now();
+        let result = tokio::time::timeout(self.timeout, self.acquire_loop()).await;
+        self.metrics.record_acquire(started.elapsed());
+        match result {
+            Ok(r) => r,
+            Err(_) => {
+                self.metrics.record_db_error("pool_timeout");
+                Err(DbError::Unavailable(self.timeout))
+            }
+        }
+    }
+
+    async fn acquire_loop(&self) -> Result<P::Conn, DbError> {
+        let mut connect_backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+        loop {
+            let generation = self.credentials.generation();
+            if self.refused.load(Ordering::Acquire) == generation {
+                // The database refuses the login new connections would use: opening one
+                // would only be refused again (each costs a TLS handshake and a SCRAM
+                // exchange). Take a session someone releases (sessions opened before the
+                // change stay valid), or wait for the refresh to move the generation.
+                let released = self.signals.released.notified();
+                if let Some(conn) = self.pool.try_idle() {
+                    return Ok(conn);
+                }
+                self.credentials.kick(generation);
+                tokio::select! {
+                    () = released => tokio::time::sleep(Duration::from_millis(1)).await,
+                    () = self.credentials.changed(generation) => {}
+                    () = tokio::time::sleep(REFUSED_RECHECK) => {}
+                }
+                continue;
+            }
+            let err = match self.pool.acquire().await {
+                Ok(conn) => return Ok(conn),
+                Err(err) => err,
+            };
+            if matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) {
+                self.metrics.record_db_error(&error_class(&err));
+                return Err(DbError::Unavailable(self.timeout));
+            }
+            let failure = DbFailure::classify(&err);
+            self.metrics.record_db_error(failure.label());
+            if failure.is_auth() {
+                self.metrics.record_auth_failure();
+                self.metrics.record_retry(RetryReason::login_refused);
+                // Opened under a login that has since been replaced: just try again.
+                if self.credentials.generation() == generation {
+                    self.refused.store(generation, Ordering::Release);
+                    tracing::info!(
+                        sqlstate = failure.label(),
+                        generation,
+                        "new connection refused; refreshing the login"
+                    );
+                    self.credentials.kick(generation);
+                }
+                continue;
+            }
+            if failure.is_transient() {
+                let delay = connect_backoff.next_delay();
+                self.metrics.record_retry(RetryReason::connect_failed);
+                tracing::info!(error = %failure, retry_in_ms = delay.as_millis() as u64, "cannot open a database connection; retrying");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            return Err(DbError::Sqlx { class: failure.label().to_owned(), source: err });
+        }
+    }
+}
+
+/// The future a [`Db::run`] closure returns, borrowing the connection it was given.
+pub type Work<'c, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
+
+/// A session-lost error is retried this many times per call (each on another
+/// connection); the request deadline bounds the whole anyway.
+const MAX_SESSION_RETRIES: u32 = 4;
 
 /// The handle routes use: the pool plus the way back to a working login.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: PgPool,
+    acquirer: Arc<Acquirer<PgPool>>,
     credentials: Arc<dyn Recover>,
     metrics: Arc<Metrics>,
-    /// The credentials generation whose login the database refused last (`u64::MAX`:
-    /// none). While it is the current generation, a new connection would be refused too.
-    refused: Arc<AtomicU64>,
+    signals: Arc<PoolSignals>,
 }
 
-/// A request retries a refused login this many times (each after a refresh); the
-/// request timeout bounds the total anyway.
-const MAX_LOGIN_RETRIES: u32 = 6;
-
 impl Db {
-    pub fn new(pool: PgPool, credentials: Arc<dyn Recover>, metrics: Arc<Metrics>) -> Self {
-        Self { pool, credentials, metrics, refused: Arc::new(AtomicU64::new(u64::MAX)) }
+    pub fn new(
+        pool: PgPool,
+        signals: Arc<PoolSignals>,
+        credentials: Arc<dyn Recover>,
+        metrics: Arc<Metrics>,
+        acquire_timeout: Duration,
+    ) -> Self {
+        let acquirer = Arc::new(Acquirer::new(
+            pool.clone(),
+            credentials.clone(),
+            metrics.clone(),
+            signals.clone(),
+            acquire_timeout,
+        ));
+        Self { pool, acquirer, credentials, metrics, signals }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -185,72 +400,47 @@ impl Db {
         DbError::Sqlx { class, source: err }
     }
 
-    /// A pooled connection. If opening a new one is refused (the password just rotated),
-    /// refresh the login and try again instead of failing the request.
-    ///
-    /// While the current login is known to be refused, requests take an idle connection
-    /// if there is one (sessions opened before the change stay valid) and otherwise wait
-    /// for the refresh: another attempt would only be refused again, and each costs a
-    /// TLS handshake and a SCRAM exchange. Without this, a pool of waiting requests turns
-    /// one rotation into a burst of doomed logins.
+    /// A pooled connection (see [`Acquirer`]). Prefer [`Self::run`], which also survives
+    /// a session that dies under the work.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, DbError> {
-        let mut retries = 0;
-        loop {
-            let generation = self.credentials.generation();
-            if self.refused.load(Ordering::Acquire) == generation {
-                if let Some(conn) = self.pool.try_acquire() {
-                    return Ok(conn);
-                }
-                retries += 1;
-                if let Err(e) = self.wait_for_refresh(generation, retries).await
-                    && retries >= MAX_LOGIN_RETRIES
-                {
-                    return Err(e.into());
-                }
-                continue;
-            }
-            match self.pool.acquire().await {
-                Ok(conn) => return Ok(conn),
-                Err(err) if is_auth_failure(&err) && retries < MAX_LOGIN_RETRIES => {
-                    retries += 1;
-                    self.metrics.record_auth_failure();
-                    // `acquire` may have queued for a while: if the login changed since
-                    // `generation` was read, we cannot tell which one was refused, and
-                    // blaming the new one would stall every request on a refresh it does
-                    // not need. Just try again; a refusal of the new login comes back here.
-                    if self.credentials.generation() != generation {
-                        tracing::info!(
-                            generation,
-                            retries,
-                            "connection refused under a login that has since been replaced; retrying"
-                        );
-                        continue;
-                    }
-                    self.refused.store(generation, Ordering::Release);
-                    tracing::info!(sqlstate = %error_class(&err), generation, retries, "new connection refused; refreshing the login");
-                    let _ = self.wait_for_refresh(generation, retries).await;
-                }
-                Err(err) => {
-                    if is_auth_failure(&err) {
-                        self.metrics.record_auth_failure();
-                    }
-                    return Err(self.query_error(err));
-                }
-            }
-        }
+        self.acquirer.acquire().await
     }
 
-    /// Joins (or starts) the one refresh for `generation`. On failure, waits a little
-    /// rather than spin; the request deadline bounds the whole.
-    async fn wait_for_refresh(&self, generation: u64, retries: u32) -> Result<(), CredentialsError> {
-        let result = self.credentials.recover(generation).await;
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, "refresh did not produce a working login yet");
-            tokio::time::sleep(jitter(Duration::from_millis(100) * retries, 0.5)).await;
+    /// Runs `work` on a pooled connection; if the session turns out dead (see the module
+    /// comment), runs it again on another. `work` must be safe to run more than once: a
+    /// read, or a write made idempotent (an idempotency key).
+    pub async fn run<T, F>(&self, mut work: F) -> Result<T, DbError>
+    where
+        T: Send,
+        F: for<'c> FnMut(&'c mut PgConnection) -> Work<'c, T> + Send,
+    {
+        let mut lost = 0;
+        loop {
+            let mut conn = self.acquire().await?;
+            let err = match work(&mut conn).await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let failure = DbFailure::classify(&err);
+            if !failure.is_session_lost() || lost >= MAX_SESSION_RETRIES {
+                return Err(self.query_error(err));
+            }
+            lost += 1;
+            conn.close_on_drop();
+            drop(conn);
+            self.signals.session_lost_now();
+            self.metrics.record_db_error(failure.label());
+            self.metrics.record_retry(RetryReason::session_lost);
+            tracing::info!(error = %failure, attempt = lost, "database session lost; retrying on another connection");
+            if lost > 1 {
+                tokio::time::sleep(jitter(Duration::from_millis(10) * 2u32.pow(lost), 0.5)).await;
+            }
         }
-        result
     }
 }
+
+#[cfg(test)]
+mod acquire_tests;
 
 #[cfg(test)]
 mod tests {

@@ -3,9 +3,10 @@
 //! Two operations only, the two the CDK grants on this one secret:
 //! - `DescribeSecret`: the cheap change check. Its `VersionIdsToStages` says which
 //!   version carries AWSCURRENT / AWSPENDING / AWSPREVIOUS, without any secret value.
-//! - `GetSecretValue` with an explicit `VersionStage`: always naming the stage (moto can
-//!   answer a stale version without it, and it states intent on AWS). The answer carries
-//!   its `VersionId`; a version's value never changes, so callers cache by that id.
+//! - `GetSecretValue` naming a `VersionId` (what `DescribeSecret` just described: a label
+//!   may move between the two calls, an id never does) or, at startup, a `VersionStage`
+//!   (never neither: moto can answer a stale version without one). The answer carries its
+//!   `VersionId`; a version's value never changes, so callers cache by that id.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -77,6 +78,8 @@ pub enum SourceError {
     Unavailable { operation: &'static str, detail: String },
     #[error("secret {secret_id} has no version labelled {stage}")]
     NoSuchStage { secret_id: String, stage: &'static str },
+    #[error("secret {secret_id} has no version {version_id}")]
+    NoSuchVersion { secret_id: String, version_id: String },
     #[error("secret {secret_id} version {version_id}: {source}")]
     Format { secret_id: String, version_id: String, source: SecretError },
     #[error("{operation} on secret {secret_id} failed: {code}")]
@@ -95,6 +98,9 @@ impl SourceError {
 pub trait SecretSource: Send + Sync + 'static {
     fn describe(&self) -> impl Future<Output = Result<Stages, SourceError>> + Send;
     fn get(&self, stage: Stage) -> impl Future<Output = Result<SecretVersion, SourceError>> + Send;
+    /// The version `version_id`; `NoSuchVersion` when it is gone (or still a value-less
+    /// placeholder).
+    fn get_version(&self, version_id: &str) -> impl Future<Output = Result<SecretVersion, SourceError>> + Send;
     fn secret_id(&self) -> &str;
 }
 
@@ -158,6 +164,24 @@ impl AwsSecretSource {
     }
 }
 
+impl AwsSecretSource {
+    async fn fetch(
+        &self,
+        request: aws_sdk_secretsmanager::operation::get_secret_value::builders::GetSecretValueFluentBuilder,
+    ) -> Result<SecretVersion, SourceError> {
+        const OP: &str = "GetSecretValue";
+        let result = request.send().await;
+        self.metrics.record_secretsmanager_call(OP, result.is_ok());
+        let out = result.map_err(|e| self.map_err(OP, e))?;
+        let version_id = out.version_id().unwrap_or_default().to_owned();
+        let format_err =
+            |source| SourceError::Format { secret_id: self.secret_id.clone(), version_id: version_id.clone(), source };
+        let text = out.secret_string().ok_or_else(|| format_err(SecretError::NoSecretString))?;
+        let secret = DbSecret::parse(text).map_err(format_err)?;
+        Ok(SecretVersion { version_id, secret: Arc::new(secret) })
+    }
+}
+
 /// `SdkError`'s `Display` is terse ("dispatch failure"); the cause chain says what
 /// actually happened (connection refused, timeout, TLS). It never holds a secret value:
 /// request bodies are not part of SDK error messages.
@@ -195,27 +219,25 @@ impl SecretSource for AwsSecretSource {
 
     #[tracing::instrument(skip_all, fields(secret_id = %self.secret_id, stage = stage.label()))]
     async fn get(&self, stage: Stage) -> Result<SecretVersion, SourceError> {
-        const OP: &str = "GetSecretValue";
-        let result =
-            self.client.get_secret_value().secret_id(&self.secret_id).version_stage(stage.label()).send().await;
-        self.metrics.record_secretsmanager_call(OP, result.is_ok());
-        let out = match result {
-            Ok(out) => out,
-            Err(e) => {
-                let err = self.map_err(OP, e);
-                // Asking for a stage nobody carries is answered with ResourceNotFound.
-                if matches!(err, SourceError::NotFound { .. }) && stage != Stage::Current {
-                    return Err(SourceError::NoSuchStage { secret_id: self.secret_id.clone(), stage: stage.label() });
-                }
-                return Err(err);
+        let request = self.client.get_secret_value().secret_id(&self.secret_id).version_stage(stage.label());
+        self.fetch(request).await.map_err(|err| match err {
+            // Asking for a stage nobody carries is answered with ResourceNotFound.
+            SourceError::NotFound { .. } if stage != Stage::Current => {
+                SourceError::NoSuchStage { secret_id: self.secret_id.clone(), stage: stage.label() }
             }
-        };
-        let version_id = out.version_id().unwrap_or_default().to_owned();
-        let format_err =
-            |source| SourceError::Format { secret_id: self.secret_id.clone(), version_id: version_id.clone(), source };
-        let text = out.secret_string().ok_or_else(|| format_err(SecretError::NoSecretString))?;
-        let secret = DbSecret::parse(text).map_err(format_err)?;
-        Ok(SecretVersion { version_id, secret: Arc::new(secret) })
+            other => other,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(secret_id = %self.secret_id, version_id))]
+    async fn get_version(&self, version_id: &str) -> Result<SecretVersion, SourceError> {
+        let request = self.client.get_secret_value().secret_id(&self.secret_id).version_id(version_id);
+        self.fetch(request).await.map_err(|err| match err {
+            SourceError::NotFound { .. } => {
+                SourceError::NoSuchVersion { secret_id: self.secret_id.clone(), version_id: version_id.to_owned() }
+            }
+            other => other,
+        })
     }
 
     fn secret_id(&self) -> &str {

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use secrecy::ExposeSecret;
 
@@ -21,8 +21,12 @@ type Versions = HashMap<String, (Vec<&'static str>, (String, String))>;
 struct FakeSm {
     versions: Mutex<Versions>,
     outage: AtomicBool,
+    /// Calls hang for a minute (an SDK waiting out its timeouts) instead of failing.
+    hang: AtomicBool,
     describes: AtomicU64,
     gets: AtomicU64,
+    /// GetSecretValue by VersionStage (startup only; refreshes name the VersionId).
+    gets_by_stage: AtomicU64,
 }
 
 impl FakeSm {
@@ -66,6 +70,10 @@ impl FakeSm {
 impl SecretSource for Arc<FakeSm> {
     async fn describe(&self) -> Result<Stages, SourceError> {
         self.describes.fetch_add(1, Ordering::SeqCst);
+        if self.hang.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return Err(FakeSm::down());
+        }
         if self.outage.load(Ordering::SeqCst) {
             return Err(FakeSm::down());
         }
@@ -74,6 +82,7 @@ impl SecretSource for Arc<FakeSm> {
     }
     async fn get(&self, stage: Stage) -> Result<SecretVersion, SourceError> {
         self.gets.fetch_add(1, Ordering::SeqCst);
+        self.gets_by_stage.fetch_add(1, Ordering::SeqCst);
         if self.outage.load(Ordering::SeqCst) {
             return Err(FakeSm::down());
         }
@@ -83,6 +92,17 @@ impl SecretSource for Arc<FakeSm> {
             .find(|(_, (s, _))| s.contains(&stage.label()))
             .ok_or(SourceError::NoSuchStage { secret_id: "s".into(), stage: stage.label() })?;
         Ok(SecretVersion { version_id: id.clone(), secret: Arc::new(secret(user, pw)) })
+    }
+    async fn get_version(&self, version_id: &str) -> Result<SecretVersion, SourceError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        if self.outage.load(Ordering::SeqCst) {
+            return Err(FakeSm::down());
+        }
+        let v = self.versions.lock().unwrap();
+        let (_, (user, pw)) = v
+            .get(version_id)
+            .ok_or(SourceError::NoSuchVersion { secret_id: "s".into(), version_id: version_id.into() })?;
+        Ok(SecretVersion { version_id: version_id.to_owned(), secret: Arc::new(secret(user, pw)) })
     }
     fn secret_id(&self) -> &str {
         "test/db"
@@ -146,10 +166,11 @@ async fn started() -> (Arc<FakeSm>, Arc<FakeDb>, Arc<Creds>) {
         Arc::new(Metrics::new()),
         initial,
         seen,
-        Duration::from_secs(60),
+        RefreshPolicy::new(Duration::from_secs(60)),
     ));
     sm.describes.store(0, Ordering::SeqCst);
     sm.gets.store(0, Ordering::SeqCst);
+    sm.gets_by_stage.store(0, Ordering::SeqCst);
     (sm, db, creds)
 }
 
@@ -188,7 +209,7 @@ async fn single_user_set_without_finish_is_recovered_from_awspending_once_for_ma
     let handles: Vec<_> = (0..32)
         .map(|_| {
             let c = creds.clone();
-            tokio::spawn(async move { Recover::recover(&c, failed_under).await })
+            tokio::spawn(async move { c.recover(failed_under).await })
         })
         .collect();
     for h in handles {
@@ -196,6 +217,7 @@ async fn single_user_set_without_finish_is_recovered_from_awspending_once_for_ma
     }
     assert_eq!(db.pool_user(), ("app".into(), "pw2".into()));
     assert_eq!(sm.calls(), (1, 1), "32 refused requests, one refresh: 1 describe + 1 get");
+    assert_eq!(sm.gets_by_stage.load(Ordering::SeqCst), 0, "fetched by the VersionId DescribeSecret reported");
     assert_eq!(creds.generation(), failed_under + 1);
 
     // Much later finishSecret: AWSCURRENT lands on the version already in use. No Get.
@@ -251,6 +273,59 @@ async fn nothing_works_backs_off_instead_of_hammering_secrets_manager() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_brief_refusal_of_the_active_login_does_not_stall_until_the_next_rotation() {
+    let (sm, db, creds) = started().await;
+    // A pg_hba mistake (or a proxy with a stale secret): every login is refused for 60 s.
+    db.logins.lock().unwrap().clear();
+    let verifies_before = db.verifies.load(Ordering::SeqCst);
+    let started = Instant::now();
+    let mut refreshes = 0;
+    while started.elapsed() < Duration::from_secs(60) {
+        if creds.may_probe() {
+            assert!(creds.recover(0).await.is_err());
+            refreshes += 1;
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    // Probes keep going with a short backoff (≤ 5 s); DescribeSecret backs off separately.
+    assert!(refreshes >= 12, "{refreshes} probes in 60 s");
+    assert!(db.verifies.load(Ordering::SeqCst) - verifies_before >= 12);
+    let (describes, _) = sm.calls();
+    assert!(describes <= 7, "{describes} DescribeSecret calls in 60 s of refusal");
+    // Reverted: the next probe finds the active login works again and keeps it.
+    db.set_password("app", "pw1");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(creds.recover(0).await.unwrap(), Recovered::ActiveWorksAgain);
+    assert_eq!(creds.generation(), 1, "requests stop treating the login as refused");
+    assert_eq!(creds.active().version_id, "v1");
+    assert!(creds.may_probe(), "backoff reset");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_active_login_is_tried_last_after_every_other_version() {
+    let (sm, db, creds) = started().await;
+    sm.put("v2", "app", "pw2", &["AWSPENDING"]);
+    db.set_password("app", "pw2");
+    // Both would work for a moment (e.g. the old password is accepted again): the
+    // rotation's version wins, the active one is only the last resort.
+    db.logins.lock().unwrap().insert(("app".into(), "pw1".into()));
+    assert_eq!(creds.recover(0).await.unwrap(), Recovered::Switched);
+    assert_eq!(creds.active().version_id, "v2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_still_probes_the_database_when_secrets_manager_is_down() {
+    let (sm, db, creds) = started().await;
+    sm.outage.store(true, Ordering::SeqCst);
+    db.logins.lock().unwrap().clear();
+    let err = creds.recover(0).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    db.set_password("app", "pw1");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(creds.recover(0).await.unwrap(), Recovered::ActiveWorksAgain, "no Secrets Manager needed");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_new_awscurrent_the_database_refuses_is_not_adopted_nor_retried() {
     let (sm, db, creds) = started().await;
     sm.put("v2", "app", "never-set", &["AWSCURRENT"]);
@@ -303,6 +378,25 @@ async fn a_request_that_failed_under_an_old_generation_just_retries() {
     db.set_password("app_clone", "pw2");
     creds.check_for_change().await.unwrap();
     let before = sm.calls();
-    creds.recover(0).await.unwrap();
+    assert_eq!(creds.recover(0).await.unwrap(), Recovered::AlreadyDone);
     assert_eq!(sm.calls(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_secrets_manager_delays_neither_the_refresh_nor_is_held_by_the_change_check() {
+    let (sm, db, creds) = started().await;
+    sm.hang.store(true, Ordering::SeqCst);
+    // A change check stuck in DescribeSecret for a minute...
+    let check = tokio::spawn({
+        let creds = creds.clone();
+        async move { creds.check_for_change().await }
+    });
+    tokio::task::yield_now().await;
+    // ...while the login is refused for a moment and then allowed again.
+    db.logins.lock().unwrap().clear();
+    db.set_password("app", "pw1");
+    let started = Instant::now();
+    assert_eq!(creds.recover(0).await.unwrap(), Recovered::ActiveWorksAgain);
+    assert!(started.elapsed() <= Duration::from_secs(2), "refresh took {:?}", started.elapsed());
+    check.abort();
 }

@@ -5,7 +5,8 @@ use axum::response::{IntoResponse, Response};
 use crate::pool::DbError;
 
 /// What a handler can fail with. Internal causes are logged with their whole chain and
-/// answered with an opaque 500: the client learns nothing about the database or secret.
+/// answered with an opaque 500 (or 503 when no database connection could be had in
+/// time): the client learns nothing about the database or secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("not found")]
@@ -29,8 +30,13 @@ impl IntoResponse for ApiError {
                     chain.push_str(&s.to_string());
                     source = s.source();
                 }
-                tracing::error!(error = %chain, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                if cause.is_unavailable() {
+                    tracing::error!(error = %chain, "database unavailable");
+                    (StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
+                } else {
+                    tracing::error!(error = %chain, "internal error");
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                }
             }
         };
         (status, Json(serde_json::json!({ "error": message }))).into_response()

@@ -12,16 +12,10 @@ pub async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: a pooled connection runs a query (through the same refused-login recovery
-/// as every request).
+/// Readiness: a pooled connection runs a query (through the same login recovery and
+/// dead-session retry as every request).
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let result = async {
-        let mut conn = state.db.acquire().await?;
-        conn.execute("SELECT 1").await.map_err(|e| state.db.query_error(e))?;
-        Ok::<_, crate::pool::DbError>(())
-    }
-    .await;
-    match result {
+    match state.db.run(|conn| Box::pin(async move { conn.execute("SELECT 1").await.map(drop) })).await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");

@@ -3,7 +3,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::AppState;
+use crate::metrics::CONTENT_TYPE;
 
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(state.db.gauges()))
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.render(state.db.gauges()))
 }

@@ -40,6 +40,9 @@ impl From<Row> for Note {
     }
 }
 
+/// A new note. The INSERT carries a key unique to this request, so when its session dies
+/// mid-statement [`crate::pool::Db::run`] can run it again on another connection: if the
+/// first run committed, the second finds that row instead of inserting a duplicate.
 pub async fn create(
     State(state): State<AppState>,
     Json(new): Json<NewNote>,
@@ -48,12 +51,34 @@ pub async fn create(
     if len == 0 || len > 10_000 {
         return Err(ApiError::BadRequest("body must be 1 to 10000 characters"));
     }
-    let mut conn = state.db.acquire().await?;
-    let note: Row = sqlx::query_as(concat!("INSERT INTO notes (body) VALUES ($1) RETURNING ", columns!()))
-        .bind(new.body)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| state.db.query_error(e))?;
+    let key = format!("{:032x}", rand::random::<u128>());
+    let note: Row = state
+        .db
+        .run(|conn| {
+            let (body, key) = (new.body.clone(), key.clone());
+            Box::pin(async move {
+                let inserted: Option<Row> = sqlx::query_as(concat!(
+                    "INSERT INTO notes (body, request_key) VALUES ($1, $2::uuid) ",
+                    "ON CONFLICT (request_key) DO NOTHING RETURNING ",
+                    columns!()
+                ))
+                .bind(body)
+                .bind(&key)
+                .fetch_optional(&mut *conn)
+                .await?;
+                match inserted {
+                    Some(row) => Ok(row),
+                    // An earlier run of this request committed before its session died.
+                    None => {
+                        sqlx::query_as(concat!("SELECT ", columns!(), " FROM notes WHERE request_key = $1::uuid"))
+                            .bind(&key)
+                            .fetch_one(&mut *conn)
+                            .await
+                    }
+                }
+            })
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(note.into())))
 }
 
@@ -65,21 +90,29 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be 1 to 500"));
     }
-    let mut conn = state.db.acquire().await?;
-    let notes: Vec<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM notes ORDER BY id DESC LIMIT $1"))
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| state.db.query_error(e))?;
+    let notes: Vec<Row> = state
+        .db
+        .run(|conn| {
+            Box::pin(
+                sqlx::query_as(concat!("SELECT ", columns!(), " FROM notes ORDER BY id DESC LIMIT $1"))
+                    .bind(limit)
+                    .fetch_all(conn),
+            )
+        })
+        .await?;
     Ok(Json(notes.into_iter().map(Note::from).collect()))
 }
 
 pub async fn get_one(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Note>, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let note: Option<Row> = sqlx::query_as(concat!("SELECT ", columns!(), " FROM notes WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| state.db.query_error(e))?;
+    let note: Option<Row> = state
+        .db
+        .run(|conn| {
+            Box::pin(
+                sqlx::query_as(concat!("SELECT ", columns!(), " FROM notes WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(conn),
+            )
+        })
+        .await?;
     note.map(|n| Json(n.into())).ok_or(ApiError::NotFound)
 }

@@ -16,11 +16,10 @@ pub struct WhoAmI {
 
 pub async fn whoami(State(state): State<AppState>) -> Result<Json<WhoAmI>, ApiError> {
     let active = state.db.credentials().active();
-    let mut conn = state.db.acquire().await?;
-    let db_user: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| state.db.query_error(e))?;
+    let db_user = state
+        .db
+        .run(|conn| Box::pin(sqlx::query_scalar::<_, String>("SELECT current_user::text").fetch_one(conn)))
+        .await?;
     Ok(Json(WhoAmI {
         db_user,
         login_user: active.secret.username.clone(),
