@@ -12,11 +12,13 @@
 //!
 //! Prints a Markdown table; the README keeps the last one. The "I/O floor"
 //! is what a rotation cannot avoid: the Secrets Manager calls the function
-//! made (the endpoint's call log) and its database logins (the server's
-//! `connection authorized` lines), each priced at the median this process
-//! measures for one such call against the same servers. The CPU-quota rows
-//! confine the warm function process to Lambda's CPU share at a memory size
-//! (a cgroup quota; 1,769 MB = one vCPU).
+//! made, as long as the endpoint took to answer each (its call log), plus its
+//! database logins and statements (the server's `connection authorized` and
+//! statement lines), each priced at the median this process measures for one
+//! against the same server. Above the floor is what the function itself
+//! costs: its code, and Lambda's Runtime API round trip per step. The
+//! CPU-quota rows confine the warm function process to Lambda's CPU share at
+//! a memory size (a cgroup quota; 1,769 MB = one vCPU).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -57,7 +59,15 @@ struct Rotation {
     steps: [Duration; 4],
     total: Duration,
     calls: usize,
+    /// How long the endpoint took to answer the function's calls, summed.
+    call_time: Duration,
     logins: usize,
+    /// The server's side of the logins (accepted to authorized, TLS and SCRAM
+    /// included) and of the statements (`log_duration`).
+    login_time: Duration,
+    statement_time: Duration,
+    /// The four steps as the function itself timed them (its log's `duration_ms`).
+    inside: Duration,
 }
 
 async fn rotate(env: &mut TestEnv, arn: &str, function: &str) -> Rotation {
@@ -73,9 +83,49 @@ async fn rotate(env: &mut TestEnv, arn: &str, function: &str) -> Rotation {
         let i = STEPS.iter().position(|n| *n == s.step).unwrap();
         steps[i] = Duration::from_secs_f64(s.duration_ms.unwrap_or_default() / 1000.0);
     }
-    let calls = env.function_calls(function).len() - calls_before;
-    let logins = env.pg.server_log()[log_before..].matches("connection authorized: user=").count();
-    Rotation { steps, total, calls, logins }
+    let calls = &env.function_calls(function)[calls_before..];
+    let call_time = calls.iter().map(|c| Duration::from_secs_f64(c.duration_ms / 1000.0)).sum();
+    let log = &env.pg.server_log()[log_before..];
+    let logins = log.matches("connection authorized: user=").count();
+    let (login_time, statement_time) = server_time(log);
+    let output = env.endpoint.function_output(function).unwrap_or_default();
+    let inside = output
+        .lines()
+        .filter(|l| l.contains(&token) && l.contains("\"step succeeded\""))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["fields"]["duration_ms"].as_f64())
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .sum();
+    Rotation { steps, total, calls: calls.len(), call_time, logins, login_time, statement_time, inside }
+}
+
+/// From a PostgreSQL log (`log_line_prefix='%m [%p] …'`, `log_connections`,
+/// `log_duration`): the time from each connection's arrival to its
+/// authorization, and every statement's duration, summed.
+fn server_time(log: &str) -> (Duration, Duration) {
+    let mut received = std::collections::HashMap::new();
+    let (mut logins, mut statements) = (Duration::ZERO, Duration::ZERO);
+    for line in log.lines() {
+        // `2026-12-02 04:15:55.123 UTC [4242] app@postgres LOG:  …`
+        let mut parts = line.splitn(4, ' ');
+        let (Some(_date), Some(time), Some(_zone), Some(rest)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Some(pid) = rest.strip_prefix('[').and_then(|r| r.split(']').next()) else { continue };
+        let at = time.split(':').map(|p| p.parse::<f64>().unwrap_or(0.0)).fold(0.0, |acc, p| acc * 60.0 + p);
+        if rest.contains("LOG:  connection received") {
+            received.insert(pid.to_owned(), at);
+        } else if rest.contains("LOG:  connection authorized")
+            && let Some(start) = received.remove(pid)
+        {
+            logins += Duration::from_secs_f64((at - start).max(0.0));
+        } else if let Some(d) = rest.split("LOG:  duration: ").nth(1).and_then(|d| d.split(" ms").next()) {
+            statements += Duration::from_secs_f64(d.parse::<f64>().unwrap_or(0.0) / 1000.0);
+        }
+    }
+    (logins, statements)
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -165,15 +215,17 @@ async fn main() {
     env.restart_function(&[]).await;
     rotate(&mut env, &arn, SINGLE).await; // warm-up
     let (mut warm, mut warm_total) = (<[Samples; 4]>::default(), Samples::default());
-    let (mut calls, mut logins) = (Vec::new(), Vec::new());
+    let (mut calls, mut logins, mut warm_steps, mut warm_io) = (Vec::new(), Vec::new(), Samples::default(), Vec::new());
     for _ in 0..WARM_ROTATIONS {
         let r = rotate(&mut env, &arn, SINGLE).await;
         for (s, t) in warm.iter_mut().zip(r.steps) {
             s.push(t);
         }
         warm_total.push(r.total);
+        warm_steps.push(r.steps.iter().sum());
         calls.push(r.calls);
         logins.push(r.logins);
+        warm_io.push(r);
     }
     let warm_pid = env.pid(SINGLE).unwrap();
     let warm_hwm = vm_hwm_kib(warm_pid);
@@ -216,7 +268,19 @@ async fn main() {
         v[v.len() / 2]
     };
     let (calls, logins) = (mode(&calls), mode(&logins));
-    let floor = sm_call * calls as u32 + login * logins as u32;
+    // Each warm rotation's own floor: its calls as answered, its logins and statements as priced.
+    let floors: Vec<Duration> = warm_io.iter().map(|r| r.call_time + r.login_time + r.statement_time).collect();
+    let (mut above, mut above_inside) = (Samples::default(), Samples::default());
+    for (r, floor) in warm_io.iter().zip(&floors) {
+        above.push(r.steps.iter().sum::<Duration>().saturating_sub(*floor));
+        above_inside.push(r.inside.saturating_sub(*floor));
+    }
+    let mut floor_samples = Samples::default();
+    floors.iter().for_each(|f| floor_samples.push(*f));
+    let mean = |f: fn(&Rotation) -> Duration| warm_io.iter().map(f).sum::<Duration>() / warm_io.len() as u32;
+    let (login_time, statement_time) = (mean(|r| r.login_time), mean(|r| r.statement_time));
+    let mean_call =
+        warm_io.iter().map(|r| r.call_time).sum::<Duration>() / warm_io.iter().map(|r| r.calls as u32).sum::<u32>();
 
     // CPU quotas like Lambda's, on the warm process.
     let mut quota_rows = Vec::new();
@@ -260,12 +324,26 @@ async fn main() {
         mode(&alt_logins)
     );
     println!(
-        "| I/O floor: {calls} calls × {:.2} ms + {logins} logins × {:.2} ms | {:.2} ms |",
-        ms(sm_call),
-        ms(login),
-        ms(floor)
+        "| I/O floor of a warm rotation: {calls} calls as the endpoint answered them (mean {:.2} ms each) + {logins} logins as the server took them ({:.2} ms in all) + its statements ({:.2} ms in all) | {} ms |",
+        ms(mean_call),
+        ms(login_time),
+        ms(statement_time),
+        floor_samples.cell()
     );
-    println!("| Warm rotation above its I/O floor | {:.2} ms |", ms(warm_total.quantile(0.5).saturating_sub(floor)));
+    println!(
+        "| For comparison, from this process: one DescribeSecret through the endpoint / one TLS login | {:.2} / {:.2} ms |",
+        ms(sm_call),
+        ms(login)
+    );
+    println!("| The four steps, warm, as the endpoint timed the invocations | {} ms |", warm_steps.cell());
+    println!(
+        "| **The four steps above their I/O floor** (the function's code and 4 Runtime API round trips) | {} ms |",
+        above.cell()
+    );
+    println!(
+        "| The four steps above their I/O floor, as the function timed itself (no Runtime API) | {} ms |",
+        above_inside.cell()
+    );
     println!(
         "| Peak RSS (VmHWM), warm process after {} rotations | {:.1} MiB |",
         WARM_ROTATIONS + 1,

@@ -184,6 +184,8 @@ fn spawn_server(dir: &Path, port: u16, tls: Tls) -> Child {
         .args(["-c", &format!("port={port}"), "-c", &format!("listen_addresses={HOST}")])
         .args(["-c", &format!("unix_socket_directories={}", dir.display())])
         .args(["-c", "fsync=off", "-c", "log_statement=all", "-c", "log_connections=on"])
+        // Every statement's server-side duration, for the rotation benchmark's floor.
+        .args(["-c", "log_duration=on"])
         .args(["-c", "log_line_prefix=%m [%p] %u@%d "]);
     if tls == Tls::On {
         server.args(["-c", "ssl=on"]);
