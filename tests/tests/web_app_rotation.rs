@@ -104,6 +104,17 @@ struct Run {
     killed: i64,
 }
 
+/// The versions of the app's `switched…` log lines, in order (as the CDK's
+/// metric filter `$.message = "switched*"` with dimension `$.to` counts them).
+fn switches(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with("switched")))
+        .filter_map(|v| v["to"].as_str().map(str::to_owned))
+        .collect()
+}
+
 impl Run {
     async fn start(mut env: TestEnv, name: &str) -> Run {
         let deployment: Deployment = env.first_deployment(name, OLD, OWNER).await;
@@ -111,6 +122,10 @@ impl Run {
         let arn = deployment.app_arn;
         let proxy = SmProxy::start(&env.moto.endpoint()).await;
         let app = WebApp::spawn(&WebApp::env(&env, &arn, &proxy.endpoint(), FAST_CYCLING)).await;
+        // What the CDK's metric filter and dashboard read ($.message = "switched*",
+        // $.to): the instance's version is known from its first line, not only after a rotation.
+        let current = env.version_with(&arn, "AWSCURRENT").await.expect("current");
+        assert_eq!(switches(&app.output()).first(), Some(&current), "the first login is logged as a switch");
         let calls_before = app.metrics().await.secretsmanager_calls();
         let started = Instant::now();
         let load = Load::start(&app, CLIENTS, PACE);
@@ -174,6 +189,8 @@ impl Run {
         assert!(self.killed >= 2 * self.rotations as i64, "the database did terminate the app's sessions");
         assert!(retried >= 1.0, "requests did meet dead sessions (and were retried)\n{}", metrics.text);
         drop(self.proxy);
+        let switched = switches(&self.app.output());
+        assert!(switched.len() >= 2, "every switch is one `switched…` line with its version: {switched:?}");
         (self.env, self.app, report, metrics.text)
     }
 }

@@ -177,7 +177,9 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         };
-        tracing::info!(secret_id = %source.secret_id(), version_id = %initial.version_id, user = %initial.secret.username, "database login verified");
+        // Logged like every later switch ("switched…", `to`), so a fleet's
+        // per-instance credential version is known from the first line on.
+        tracing::info!(secret_id = %source.secret_id(), to = %initial.version_id, user = %initial.secret.username, "switched to its first database login, verified");
 
         let (pool, signals) = build_pool(config, &initial.secret, &connector)?;
         let target = PgTarget { pool: pool.clone(), connector };
