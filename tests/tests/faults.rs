@@ -9,7 +9,10 @@
 //!   of the passwords the labelled versions hold for it: the database never
 //!   holds a password no version holds;
 //! - the rotation **converges** when Secrets Manager retries it with the
-//!   same token.
+//!   same token;
+//! - during the crash campaign, the web app under load (set up as a
+//!   deployment is: first-deployment SQL, `web-app migrate`) **serves every
+//!   request**.
 //!
 //! The crash points are enumerated from the code (the `fault-points`
 //! feature: each Secrets Manager call and database statement passes one), by
@@ -26,6 +29,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use e2e::web_app::{FAST_CYCLING, Load, WebApp};
 use e2e::{ALTERNATING, ALTERNATING_USERS, SINGLE, STEPS, TestEnv};
 use serde_json::{Value, json};
 use sm_local::{Action, FaultSpec};
@@ -44,6 +48,9 @@ struct Tally {
     faults: usize,
     rotations: usize,
     lockouts: Vec<String>,
+    /// Requests the web app answered, and those that failed.
+    requests: u64,
+    failed_requests: Vec<String>,
 }
 
 impl Tally {
@@ -51,13 +58,17 @@ impl Tally {
         #[allow(clippy::print_stdout)]
         {
             println!(
-                "fault campaign, {what}: {} faults injected, {} rotations run, {} lockouts",
+                "fault campaign, {what}: {} faults injected, {} rotations run, {} lockouts, {} requests served, {} failed",
                 self.faults,
                 self.rotations,
-                self.lockouts.len()
+                self.lockouts.len(),
+                self.requests,
+                self.failed_requests.len()
             );
         }
         assert!(self.lockouts.is_empty(), "lockouts: {:#?}", self.lockouts);
+        let failed = &self.failed_requests;
+        assert!(failed.is_empty(), "{} failed requests, first: {:?}", failed.len(), &failed[..failed.len().min(5)]);
     }
 }
 
@@ -171,7 +182,15 @@ async fn fault_points(env: &mut TestEnv, subject: &Subject) -> Vec<(u64, String,
 
 async fn crash_at_every_point(strategy: &'static str, stride: usize) {
     let mut env = TestEnv::start_full(e2e::Tls::On, strategy).await;
-    let subject = subject(&mut env, strategy, "crash").await;
+    // The app's own secret, as a deployment has it, rotated under load.
+    let deployment = env.first_deployment("crash", OLD, "Owner-Passw0rd-for-crash").await;
+    env.migrate(&deployment).await;
+    let function = if strategy == ALTERNATING_USERS { ALTERNATING } else { SINGLE };
+    let subject = Subject { secret: deployment.app_arn.clone(), function };
+    // Reads Secrets Manager from moto itself: the endpoint in front of it is
+    // restarted for every crash point, moto is not.
+    let app = WebApp::spawn(&WebApp::env(&env, &subject.secret, &env.moto.endpoint(), FAST_CYCLING)).await;
+    let load = Load::start(&app, 8, Duration::from_millis(50));
     let points = fault_points(&mut env, &subject).await;
     let once_dir = tempfile::tempdir().expect("temp dir");
     let mut tally = Tally::default();
@@ -190,6 +209,14 @@ async fn crash_at_every_point(strategy: &'static str, stride: usize) {
         tally.faults += 1;
         check(&env, &subject.secret, when.clone(), &mut tally).await;
         converge(&mut env, &subject, &token, &when, &mut tally).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = load.stop().await;
+    tally.requests = report.ok;
+    tally.failed_requests = report.failures.into_iter().chain(report.ready_failures).collect();
+    assert!(report.ok > 100, "the load ran: {} requests", report.ok);
+    for password in env.known_passwords().await {
+        assert!(!app.output().contains(&password), "a password leaked into the app's log");
     }
     env.assert_no_leaks().await;
     tally.report(&format!("{strategy}, {} of {} crash points", points.len().div_ceil(stride), points.len()));
