@@ -1,28 +1,50 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what it needs, then runs
 # formatting and lint gates, every Rust unit and end-to-end test (real
-# PostgreSQL, moto, the real binaries), the CDK tests (assertions, cdk-nag,
-# cfn-lint, checkov) and the container image tests (real Docker engine).
+# PostgreSQL, moto behind the local Secrets Manager endpoint, the real
+# binaries), the fault campaign's CI sample, the shipped Lambda artifact's
+# check, the CDK tests (assertions, cdk-nag, cfn-lint, checkov) and the
+# container image tests (a real Docker engine).
+#
+#   bash tests/run.sh          # the suite (CI runs this)
+#   bash tests/run.sh --full   # the same with the whole fault campaign
+#
+# Needs root for what it installs from Debian (PostgreSQL 15, Docker) and for
+# the image test's Docker engine; says so when it lacks it. Leaves the host as
+# it found it: Python tools go into tests/.venv and cdk/.venv, caches into
+# target/, no service keeps running, no network setting changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-section() { printf '\n==> %s\n' "$*"; SECONDS=0; }
-done_in() { printf '    (%ss)\n' "$SECONDS"; }
+case "${1:-}" in
+  "") ;;
+  --full) export FAULT_CAMPAIGN=full ;;
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) echo "tests/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+esac
 
-section "system packages (PostgreSQL 15, moto, cargo-nextest)"
+TOTAL=$SECONDS
+section() { printf '\n==> %s\n' "$*"; SECONDS_AT=$SECONDS; }
+done_in() { printf '    (%ss)\n' "$((SECONDS - SECONDS_AT))"; }
+
+section "system packages and tools (PostgreSQL 15, moto, the aws CLI, cargo-nextest)"
 bash tests/scripts/install-deps.sh; done_in
+export PATH="$PWD/tests/.venv/bin:$PATH"
 
 section "cargo fmt --check"
 cargo fmt --all --check; done_in
 
-section "build the binaries the end-to-end tests run (bootstrap, web-app)"
-cargo build --workspace --bins --locked; done_in
+section "build the binaries and examples the end-to-end tests run"
+cargo build --workspace --bins --examples --locked; done_in
 
 section "clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings; done_in
 
-section "Rust unit and end-to-end tests"
+section "Rust unit and end-to-end tests (fault campaign: ${FAULT_CAMPAIGN:-CI sample})"
 cargo nextest run --workspace --locked --no-fail-fast; done_in
+
+section "ship what was tested: the Lambda artifact built as deployers build it, checked, rotating"
+bash tests/scripts/ship-check.sh; done_in
 
 section "CDK: assertions, cdk-nag, cfn-lint, checkov"
 bash cdk/scripts/test.sh; done_in
@@ -30,4 +52,4 @@ bash cdk/scripts/test.sh; done_in
 section "container image: hadolint, build, hardening, no secrets in layers"
 bash tests/docker/test-image.sh; done_in
 
-printf '\nall test suites passed\n'
+printf '\nall test suites passed in %s min %s s\n' "$(((SECONDS - TOTAL) / 60))" "$(((SECONDS - TOTAL) % 60))"
