@@ -21,39 +21,27 @@
 // test needs the login to exist.
 
 import { CustomResource, Duration, Stack, Validations } from 'aws-cdk-lib';
-import type * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
-import { SUBNETS } from './network';
 import {
+  type BootstrapFunctionProps,
+  bootstrapFunction,
   functionLogGroup,
-  ROTATION_MEMORY_MB,
   secretsKeyStatement,
   VPC_ATTACH_ACKNOWLEDGEMENT,
   vpcFunctionStatements,
 } from './rotation';
-import type { RotationStrategy } from './settings';
 
-export interface DatabaseProvisionerProps {
-  readonly code: lambda.Code;
-  readonly architecture: lambda.Architecture;
-  readonly caBundleLayer: lambda.ILayerVersion;
-  readonly caBundlePath: string;
-  readonly vpc: ec2.IVpc;
-  readonly securityGroup: ec2.ISecurityGroup;
+export interface DatabaseProvisionerProps extends BootstrapFunctionProps {
   /** The secrets as attached to the instance: host and port must be in them first. */
   readonly masterSecret: secretsmanager.ISecret;
   readonly appSecret: secretsmanager.ISecret;
   readonly ownerSecret: secretsmanager.ISecret;
-  /** ROTATION_STRATEGY is required by the binary at start, whatever its handler. */
-  readonly strategy: RotationStrategy;
   readonly logRetentionDays: number;
-  readonly encryptionKey?: kms.IKey;
 }
 
 /** Seconds: a few statements, plus a first TLS login to a database that has just come up. */
@@ -89,28 +77,15 @@ export class DatabaseProvisioner extends Construct {
     });
     Validations.of(this.role).acknowledge({ id: 'AwsSolutions-IAM5[Resource::*]', reason: VPC_ATTACH_ACKNOWLEDGEMENT });
 
-    this.function = new lambda.Function(this, 'Function', {
+    this.function = bootstrapFunction(this, 'Function', {
+      ...props,
       description: 'Creates the database logins of the app (CloudFormation custom resource)',
-      runtime: lambda.Runtime.PROVIDED_AL2023,
       // The same binary as the rotation functions; `_HANDLER=provision` selects the provisioner.
       handler: 'provision',
-      code: props.code,
-      architecture: props.architecture,
-      memorySize: ROTATION_MEMORY_MB,
       timeout: Duration.seconds(PROVISIONER_TIMEOUT_SECONDS),
       role: this.role,
       logGroup: this.logGroup,
-      vpc: props.vpc,
-      vpcSubnets: { subnetGroupName: SUBNETS.rotation },
-      securityGroups: [props.securityGroup],
-      layers: [props.caBundleLayer],
-      environmentEncryption: props.encryptionKey,
-      environment: {
-        ROTATION_STRATEGY: props.strategy,
-        DB_CA_BUNDLE: props.caBundlePath,
-        DB_TLS: 'verify-full',
-        RUST_LOG: 'info',
-      },
+      environment: {},
     });
 
     // The framework's function answers CloudFormation (a pre-signed S3 URL on

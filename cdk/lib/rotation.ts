@@ -107,6 +107,56 @@ export function secretsKeyStatement(key: kms.IKey, region: string, actions: stri
 }
 
 /** The acknowledgement every role of a VPC function carries (see vpcFunctionStatements). */
+/** What every function running the `bootstrap` artifact shares. */
+export interface BootstrapFunctionProps {
+  readonly code: lambda.Code;
+  readonly architecture: lambda.Architecture;
+  readonly caBundleLayer: lambda.ILayerVersion;
+  readonly caBundlePath: string;
+  readonly vpc: ec2.IVpc;
+  readonly securityGroup: ec2.ISecurityGroup;
+  readonly encryptionKey?: kms.IKey;
+}
+
+/**
+ * A function running the `bootstrap` artifact: provided.al2023, the measured
+ * memory size, in the rotation subnets and security group, the RDS roots in a
+ * layer, verified TLS. `handler` selects what the binary does (`bootstrap`
+ * rotates, `provision` provisions); `environment` adds to the shared variables.
+ */
+export function bootstrapFunction(
+  scope: Construct,
+  id: string,
+  props: BootstrapFunctionProps & {
+    readonly description: string;
+    readonly handler: string;
+    readonly timeout: Duration;
+    readonly role: iam.IRole;
+    readonly logGroup: logs.ILogGroup;
+    readonly environment: Record<string, string>;
+  },
+): lambda.Function {
+  return new lambda.Function(scope, id, {
+    description: props.description,
+    runtime: lambda.Runtime.PROVIDED_AL2023,
+    handler: props.handler,
+    code: props.code,
+    architecture: props.architecture,
+    memorySize: ROTATION_MEMORY_MB,
+    timeout: props.timeout,
+    role: props.role,
+    logGroup: props.logGroup,
+    vpc: props.vpc,
+    vpcSubnets: { subnetGroupName: SUBNETS.rotation },
+    securityGroups: [props.securityGroup],
+    layers: [props.caBundleLayer],
+    // The variables hold no secret (strategy, length, a path); with a
+    // customer-managed key they are encrypted with it like everything else.
+    environmentEncryption: props.encryptionKey,
+    environment: { ...props.environment, DB_CA_BUNDLE: props.caBundlePath, DB_TLS: 'verify-full', RUST_LOG: 'info' },
+  });
+}
+
 export const VPC_ATTACH_ACKNOWLEDGEMENT =
   'Only the Lambda VPC network-interface actions (ec2:DescribeNetworkInterfaces/DescribeSubnets, Create/DeleteNetworkInterface, ' +
   '(Un)AssignPrivateIpAddresses) use "*": Lambda creates the interfaces before their ids exist. ' +
@@ -167,33 +217,20 @@ export class SecretRotation extends Construct {
     });
     Validations.of(this.role).acknowledge({ id: 'AwsSolutions-IAM5[Resource::*]', reason: VPC_ATTACH_ACKNOWLEDGEMENT });
 
-    this.function = new lambda.Function(this, 'Function', {
+    // No reserved concurrency: Secrets Manager never runs two steps of one
+    // secret at once, and a new account's pool of 10 refuses any reservation
+    // that leaves it fewer than 10 unreserved (the first deploy failed on it).
+    this.function = bootstrapFunction(this, 'Function', {
+      ...props,
       description: `Secrets Manager rotation for PostgreSQL (${props.strategy})`,
-      runtime: lambda.Runtime.PROVIDED_AL2023,
       handler: 'bootstrap',
-      code: props.code,
-      architecture: props.architecture,
-      memorySize: ROTATION_MEMORY_MB,
       timeout: Duration.seconds(ROTATION_TIMEOUT_SECONDS),
-      // No reserved concurrency: Secrets Manager never runs two steps of one
-      // secret at once, and a new account's pool of 10 refuses any reservation
-      // that leaves it fewer than 10 unreserved (the first deploy failed on it).
       role: this.role,
       logGroup: this.logGroup,
-      vpc: props.vpc,
-      vpcSubnets: { subnetGroupName: SUBNETS.rotation },
-      securityGroups: [props.securityGroup],
-      layers: [props.caBundleLayer],
-      // The variables hold no secret (strategy, length, a path); with a
-      // customer-managed key they are encrypted with it like everything else.
-      environmentEncryption: props.encryptionKey,
       environment: {
         ROTATION_STRATEGY: props.strategy,
         PASSWORD_LENGTH: String(props.passwordLength),
         EXCLUDE_CHARACTERS: props.excludeCharacters,
-        DB_CA_BUNDLE: props.caBundlePath,
-        DB_TLS: 'verify-full',
-        RUST_LOG: 'info',
       },
     });
 

@@ -110,7 +110,6 @@ export class PgRotationStack extends Stack {
       masterSecret: db.masterSecretAttachment,
       appSecret: db.appSecretAttachment,
       ownerSecret: db.ownerSecretAttachment,
-      strategy: s.rotationStrategy,
     });
     this.provisioner.resource.node.addDependency(this.network, db.instance);
 

@@ -22,12 +22,12 @@ describe('rotation function', () => {
     ['DEFAULTS', DEFAULTS, 'alternating-users'],
     ['SINGLE_USER_CMK', SINGLE_USER_CMK, 'single-user'],
   ] as const) {
-    it(`${name}: provided.al2023 arm64 bootstrap in the VPC, no reserved concurrency, 30 s, strategy ${strategy}`, () => {
+    it(`${name}: provided.al2023 x86_64 bootstrap (what ship-check.sh rotates with) in the VPC, no reserved concurrency, 30 s, strategy ${strategy}`, () => {
       const s = synth(context);
       const fn = s.json.Resources[s.logicalId(s.stack.appRotation.function)].Properties!;
       assert.equal(fn.Runtime, 'provided.al2023');
       assert.equal(fn.Handler, 'bootstrap');
-      assert.deepEqual(fn.Architectures, ['arm64']);
+      assert.deepEqual(fn.Architectures, ['x86_64']);
       assert.equal(fn.ReservedConcurrentExecutions, undefined);
       assert.equal(fn.MemorySize, ROTATION_MEMORY_MB);
       assert.equal(fn.Timeout, 30);
@@ -49,7 +49,7 @@ describe('rotation function', () => {
       assert.equal(fn.Layers.length, 1);
       s.template.hasResourceProperties('AWS::Lambda::LayerVersion', {
         CompatibleRuntimes: ['provided.al2023'],
-        CompatibleArchitectures: ['arm64'],
+        CompatibleArchitectures: ['x86_64'],
       });
     });
   }
@@ -76,7 +76,12 @@ describe('rotation function', () => {
       assert.equal(bootstraps.length, s.stack.masterRotation ? 4 : 3);
       for (const [id, fn] of bootstraps) {
         assert.equal(fn.MemorySize, ROTATION_MEMORY_MB, id);
-        assert.match(fn.Environment.Variables.ROTATION_STRATEGY, /^(single-user|alternating-users)$/, id);
+        // Rotations need their strategy; the provisioner (handler `provision`) has none.
+        if (fn.Handler === 'bootstrap') {
+          assert.match(fn.Environment.Variables.ROTATION_STRATEGY, /^(single-user|alternating-users)$/, id);
+        } else {
+          assert.equal(fn.Environment.Variables.ROTATION_STRATEGY, undefined, id);
+        }
         assert.equal(fn.Environment.Variables.DB_TLS, 'verify-full', id);
         assert.equal(fn.Environment.Variables.DB_CA_BUNDLE, '/opt/rds-ca/bundle.pem', id);
       }
@@ -100,7 +105,6 @@ describe('database provisioner', () => {
       SubnetIds: s.stack.network.vpc.selectSubnets({ subnetGroupName: 'rotation' }).subnetIds.map(s.ref),
     });
     assert.deepEqual(fn.Environment.Variables, {
-      ROTATION_STRATEGY: 'alternating-users',
       DB_CA_BUNDLE: '/opt/rds-ca/bundle.pem',
       DB_TLS: 'verify-full',
       RUST_LOG: 'info',
