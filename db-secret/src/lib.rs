@@ -8,16 +8,20 @@
 //!   (`TCP_NODELAY`, verified TLS done here, sqlx on top) — one login, or a
 //!   pool's endpoint;
 //! - [`error`]: what a PostgreSQL or connection error means to an operator
-//!   (authentication, TLS, unreachable, a session the server closed).
+//!   (authentication, TLS, unreachable, a session the server closed);
+//! - [`aws_error`]: what a Secrets Manager error code means (which ones a
+//!   retry cures).
 //!
 //! One definition per concept: neither binary parses the secret or classifies
 //! a database error on its own.
 
+pub mod aws_error;
 pub mod connect;
 pub mod error;
 pub mod secret;
 pub mod tls;
 
+pub use aws_error::AwsErrorKind;
 pub use connect::{Connector, Target};
 pub use error::DbFailure;
 pub use secret::{DbSecret, MAX_IDENTIFIER_BYTES, SecretError};

@@ -196,12 +196,11 @@ impl SecretStore {
     }
 }
 
-/// The one place that decides which AWS failures a retry can cure.
+/// Whether a retry can cure an AWS failure: the service's own error classes
+/// (`db_secret::AwsErrorKind`, shared with the web app), plus the SDK's
+/// transport failures.
 pub fn is_transient_aws(code: &str, status: Option<u16>) -> bool {
-    matches!(code, "Timeout" | "NetworkError" | "InternalServiceError" | "RequestTimeout" | "ServiceUnavailable")
-        || code.starts_with("Throttling")
-        || code == "TooManyRequestsException"
-        || status.is_some_and(|s| s >= 500 || s == 429)
+    matches!(code, "Timeout" | "NetworkError") || db_secret::AwsErrorKind::of(code, status).is_transient()
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use crate::metrics::Metrics;
-use db_secret::{DbSecret, SecretError};
+use db_secret::{AwsErrorKind, DbSecret, SecretError};
 
 /// The staging labels the app cares about, in the order it trusts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,34 +126,18 @@ impl AwsSecretSource {
         match &err {
             SdkError::ServiceError(service) => {
                 let code = service.err().code().unwrap_or_default();
-                match code {
-                    "ResourceNotFoundException" => SourceError::NotFound { secret_id: self.secret_id.clone() },
-                    "AccessDeniedException" | "AccessDenied" => {
+                let shown =
+                    || if code.is_empty() { format!("HTTP {}", status.unwrap_or_default()) } else { code.to_owned() };
+                match AwsErrorKind::of(code, status) {
+                    AwsErrorKind::NotFound => SourceError::NotFound { secret_id: self.secret_id.clone() },
+                    AwsErrorKind::AccessDenied => {
                         SourceError::AccessDenied { operation, secret_id: self.secret_id.clone() }
                     }
-                    "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" => {
-                        SourceError::Throttled { operation }
+                    AwsErrorKind::Throttled => SourceError::Throttled { operation },
+                    AwsErrorKind::Unavailable => SourceError::Unavailable { operation, detail: shown() },
+                    AwsErrorKind::Other => {
+                        SourceError::Other { operation, secret_id: self.secret_id.clone(), code: shown() }
                     }
-                    "InternalServiceError" | "InternalFailure" | "ServiceUnavailable" => {
-                        SourceError::Unavailable { operation, detail: code.to_owned() }
-                    }
-                    // moto answers an IAM denial as a bare 403 without an error code.
-                    _ if status == Some(403) => {
-                        SourceError::AccessDenied { operation, secret_id: self.secret_id.clone() }
-                    }
-                    _ if status == Some(429) => SourceError::Throttled { operation },
-                    _ if status.is_some_and(|s| s >= 500) => {
-                        SourceError::Unavailable { operation, detail: format!("HTTP {}", status.unwrap_or_default()) }
-                    }
-                    _ => SourceError::Other {
-                        operation,
-                        secret_id: self.secret_id.clone(),
-                        code: if code.is_empty() {
-                            format!("HTTP {}", status.unwrap_or_default())
-                        } else {
-                            code.to_owned()
-                        },
-                    },
                 }
             }
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
