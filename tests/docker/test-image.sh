@@ -216,8 +216,9 @@ stop_engine() {
   remove_cgroups
   remove_engine_dirs
 }
-# Only after a failure or an interruption: what a killed engine can leave behind (its
-# containerd, shims, container processes, overlay mounts), ended by PID and unmounted.
+# After the final checks (which report anything it then has to do) and on every other exit:
+# what a killed or interrupted engine can leave behind (its containerd, shims, container and
+# build-step processes, runc state, overlay mounts), ended by PID and unmounted.
 sweep_engine() {
   local pids mounts m
   pids=$(state_processes --engine)
