@@ -9,13 +9,20 @@
 #                                  passwd/group with nonroot (65532); no shell, no apt
 #
 # Needs: a running docker daemon (DOCKER_HOST honoured), debootstrap, apt-get, rustup.
-# WORK_DIR (default /var/tmp/web-app-base-images) keeps the debootstrap tarball between runs.
+# Writes into WORK_DIR (default: target/docker-base-images in this checkout, which git
+# ignores), where the debootstrap tarball is kept between runs, and into the daemon's images;
+# nowhere else, but for util-linux's empty /run/mount, which the mounts debootstrap makes
+# inside its chroot can create (tests/docker/test-image.sh removes it again).
+# DOCKER_BUILD_NETWORK (e.g. host) is passed to `docker build --network` for the builder's
+# apt-get, for a daemon without a bridge network (tests/docker/test-image.sh runs one).
 set -euo pipefail
 
-WORK_DIR=${WORK_DIR:-/var/tmp/web-app-base-images}
+WORK_DIR=${WORK_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/docker-base-images}
 # Debian's client (BuildKit built in); a client without buildx fails with DOCKER_BUILDKIT=1.
 DOCKER=${DOCKER:-docker}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+BUILD_NETWORK=()
+[[ -z "${DOCKER_BUILD_NETWORK:-}" ]] || BUILD_NETWORK=(--network "$DOCKER_BUILD_NETWORK")
 mkdir -p "$WORK_DIR"
 log() { printf '[base-images] %s\n' "$*" >&2; }
 
@@ -53,7 +60,7 @@ ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
     CARGO_HOME=/usr/local/cargo
 DOCKERFILE
   log "build local/rust-builder:bookworm"
-  "$DOCKER" build -q -t local/rust-builder:bookworm "$ctx" >/dev/null
+  "$DOCKER" build -q "${BUILD_NETWORK[@]}" -t local/rust-builder:bookworm "$ctx" >/dev/null
   rm -rf "$ctx"
 fi
 
@@ -62,7 +69,10 @@ if ! have_image local/distroless-cc:bookworm; then
   rootfs="$WORK_DIR/distroless"
   rm -rf "$rootfs" "$WORK_DIR/debs" && mkdir -p "$rootfs" "$WORK_DIR/debs"
   log "unpack libc6, libgcc-s1"
-  (cd "$WORK_DIR/debs" && apt-get download -qq libc6 libgcc-s1 >/dev/null)
+  # Into the current directory only: no binary package cache rebuilt under /var/cache/apt,
+  # and root downloads itself (the _apt user may not write into WORK_DIR).
+  (cd "$WORK_DIR/debs" && apt-get download -qq -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= \
+     -o APT::Sandbox::User=root libc6 libgcc-s1 >/dev/null)
   for deb in "$WORK_DIR"/debs/*.deb; do dpkg-deb -x "$deb" "$rootfs"; done
   # What a static-ish Rust binary never needs: docs, locales, iconv modules, ldconfig.
   rm -rf "$rootfs/usr/share" "$rootfs/usr/lib/x86_64-linux-gnu/gconv" "$rootfs/sbin" \
