@@ -23,6 +23,13 @@ CHECKOV_VERSION=3.3.30
 CDK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$CDK_DIR"
 
+# Synthesis stages assets and writes assemblies under the temporary directory,
+# hundreds of them across the suites: give them one of their own, removed on
+# exit, so nothing is left in /tmp.
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/cdk-test.XXXXXX")
+trap 'rm -rf "$SCRATCH"' EXIT
+export TMPDIR=$SCRATCH
+
 declare -a SUMMARY=()
 FAILED=0
 record() { # name status detail seconds
@@ -75,7 +82,7 @@ fi
 record tools ok "cfn-lint $CFN_LINT_VERSION, checkov $CHECKOV_VERSION" $(( $(now) - t ))
 
 OUT="$(mktemp -d "${TMPDIR:-/tmp}/pg-rotation-cdk.XXXXXX")"
-trap 'rm -rf "$OUT"' EXIT
+# (inside $SCRATCH, removed on exit)
 # Each configuration is synthesised (cdk-nag, template validation) once per run;
 # the test processes and step 5 share the assemblies (scripts/offline.ts).
 export PG_ROTATION_SYNTH_CACHE="$OUT/synth-cache"
