@@ -247,7 +247,8 @@ impl Drop for WebApp {
     }
 }
 
-/// The binary with exactly `vars` (plus PATH) and `args`, output captured, killed on drop.
+/// The binary with exactly `vars` (plus PATH) and `args`, output captured, in its own
+/// process group, killed on drop.
 fn spawn_process(vars: &[(String, String)], args: &[&str]) -> (Child, Arc<Mutex<String>>) {
     let path = web_app_path();
     let mut child = Command::new(&path)
@@ -258,6 +259,7 @@ fn spawn_process(vars: &[(String, String)], args: &[&str]) -> (Child, Arc<Mutex<
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
