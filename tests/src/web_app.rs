@@ -95,7 +95,8 @@ pub const FAST_CYCLING: &[(&str, &str)] = &[
 
 impl WebApp {
     /// The environment the app gets in a test: the secret id, moto at `sm_endpoint`, the
-    /// test CA, a free port, and `extra` (later entries win).
+    /// test CA, a free port, the test's scratch directory as `TMPDIR` (the app's private
+    /// socket directories go there and go with it), and `extra` (later entries win).
     pub fn env(env: &TestEnv, secret_id: &str, sm_endpoint: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut vars: Vec<(String, String)> = env.moto.sdk_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         for (k, v) in &mut vars {
@@ -110,6 +111,7 @@ impl WebApp {
             vars.push(("APP_DB_CA_BUNDLE".into(), env.pg.ca_bundle().display().to_string()));
         }
         vars.push(("RUST_LOG".into(), "info,web_app=debug".into()));
+        vars.push(("TMPDIR".into(), env.scratch_dir().display().to_string()));
         for (k, v) in extra {
             vars.retain(|(name, _)| name != k);
             vars.push(((*k).to_owned(), (*v).to_owned()));
