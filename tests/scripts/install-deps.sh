@@ -5,8 +5,17 @@
 # (pinned, into the project's tests/.venv), and cargo-nextest (cargo install,
 # into ~/.cargo/bin). Idempotent and quiet when everything is there already.
 # Installing PostgreSQL starts no cluster: nothing listens on 5432 afterwards.
+#
+# --demo: only what the demo runs (tests/demo.sh): no cargo-nextest.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+
+demo_only=
+case ${1:-} in
+  --demo) demo_only=1 ;;
+  "") ;;
+  *) die "unknown argument $1 (the only flag is --demo)" ;;
+esac
 
 PG_BIN=/usr/lib/postgresql/15/bin
 MOTO_VERSION=5.2.1
@@ -29,6 +38,7 @@ fi
 pip_install "moto[server]==$MOTO_VERSION" "awscli==$AWSCLI_VERSION"
 "$VENV/bin/python" -c 'import moto, flask' || die "moto's server did not install into tests/.venv"
 
+[ -z "$demo_only" ] || exit 0
 if ! cargo nextest --version >/dev/null 2>&1; then
   say "cargo install cargo-nextest@$NEXTEST_VERSION"
   cargo install --locked -q "cargo-nextest@$NEXTEST_VERSION"

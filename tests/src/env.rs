@@ -9,6 +9,11 @@
 //! drive the steps one by one prepare the rotation as RotateSecret would
 //! ([`TestEnv::begin_rotation`]) and invoke each step through the endpoint's
 //! Lambda side ([`TestEnv::step`]).
+//!
+//! The functions and the web app get a scratch directory of this
+//! environment's as `TMPDIR` (their private socket directories go there), so a
+//! process killed mid-connection leaves nothing behind once the environment
+//! is dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -70,6 +75,9 @@ pub struct TestEnv {
     errors: Vec<String>,
     /// Secrets created by this test (for the leak check over every version).
     secrets: Vec<String>,
+    /// `TMPDIR` of the functions and the web app; declared last, so removed
+    /// after everything else has stopped.
+    scratch: tempfile::TempDir,
 }
 
 impl TestEnv {
@@ -91,7 +99,9 @@ impl TestEnv {
         let (pg, moto) = tokio::join!(Postgres::start(tls), Moto::start());
         let bootstrap = bootstrap_path();
         let timeout = Duration::from_secs(30);
-        let endpoint = start_endpoint(&moto, &function_configs(&pg, &bootstrap, &BTreeMap::new(), timeout)).await;
+        let scratch = tempfile::Builder::new().prefix("e2e-scratch-").tempdir().expect("scratch dir");
+        let configs = function_configs(&pg, &bootstrap, &BTreeMap::new(), timeout, scratch.path());
+        let endpoint = start_endpoint(&moto, &configs).await;
         let sm = crate::moto::client(&endpoint.endpoint(), RetryConfig::standard());
         TestEnv {
             passwords: BTreeSet::from([pg.superuser_password().to_owned()]),
@@ -106,7 +116,13 @@ impl TestEnv {
             earlier_output: String::new(),
             errors: Vec::new(),
             secrets: Vec::new(),
+            scratch,
         }
+    }
+
+    /// The functions' and the web app's `TMPDIR`, removed with this environment.
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        self.scratch.path()
     }
 
     /// `ROTATION_STRATEGY` of the function rotations use.
@@ -156,7 +172,7 @@ impl TestEnv {
     async fn reconfigure(&mut self) {
         self.earlier_output.push_str(&self.functions_output_now());
         self.endpoint.stop().await;
-        let configs = function_configs(&self.pg, &self.bootstrap, &self.overrides, self.timeout);
+        let configs = function_configs(&self.pg, &self.bootstrap, &self.overrides, self.timeout, self.scratch.path());
         self.endpoint = start_endpoint(&self.moto, &configs).await;
         self.sm = crate::moto::client(&self.endpoint.endpoint(), RetryConfig::standard());
     }
@@ -463,18 +479,21 @@ async fn start_endpoint(moto: &Moto, functions: &[FunctionConfig]) -> SmLocal {
     SmLocal::start(config).await.expect("sm-local starts")
 }
 
-/// The real `bootstrap` as the four functions, trusting the test CA.
+/// The real `bootstrap` as the four functions, trusting the test CA, with
+/// `scratch` as their `TMPDIR` (Lambda's `/tmp`).
 fn function_configs(
     pg: &Postgres,
     bootstrap: &std::path::Path,
     overrides: &BTreeMap<String, Option<String>>,
     timeout: Duration,
+    scratch: &std::path::Path,
 ) -> Vec<FunctionConfig> {
     let function = |name: &str, strategy: &str| {
         let mut env = BTreeMap::from([
             ("ROTATION_STRATEGY".to_owned(), Some(strategy.to_owned())),
             ("RUST_LOG".to_owned(), Some("info".to_owned())),
             ("DB_CA_BUNDLE".to_owned(), pg.ca_bundle().exists().then(|| pg.ca_bundle().display().to_string())),
+            ("TMPDIR".to_owned(), Some(scratch.display().to_string())),
         ]);
         env.extend(overrides.clone());
         env.into_iter()

@@ -1,4 +1,5 @@
-//! moto's server as Secrets Manager, one per test, on a free loopback port.
+//! moto's server as Secrets Manager, one per test, on a free loopback port,
+//! in its own process group (see [`crate::process`]).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ impl Moto {
             .args(["-H", HOST, "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("log"))
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("moto_server (bash tests/scripts/install-deps.sh installs it into tests/.venv)");
@@ -82,6 +84,17 @@ impl Moto {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// The temporary file moto logs to (removed when this is dropped).
+    pub fn log_path(&self) -> &std::path::Path {
+        self.log.path()
+    }
+
+    /// The server's process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Kills the server and waits until it is gone.
     pub async fn stop(&mut self) {
         let _ = self.child.kill().await;
     }

@@ -4,7 +4,13 @@
 //!
 //! `initdb` refuses to run as root, so the cluster's files belong to the
 //! `postgres` OS user and the server runs through `setpriv` (which execs in
-//! place, so killing the child kills the server).
+//! place, so signalling the child signals the server).
+//!
+//! The server and the tools that set it up run in a process group of their
+//! own (see [`crate::process`]). Dropping a [`Postgres`] that still runs stops
+//! the server as [`Postgres::stop`] does, before its directory (the CA key,
+//! the superuser's password file, the statement log) is removed: a server
+//! killed outright leaves its backends writing into a directory being deleted.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -65,6 +71,17 @@ impl Postgres {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's process (the postmaster), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The cluster's temporary directory: data, certificates and keys, the
+    /// superuser's password file, the server log. Removed when this is dropped.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The PEM file of the CA that signed the server's certificate.
@@ -173,6 +190,30 @@ impl Postgres {
     }
 }
 
+impl Drop for Postgres {
+    /// A server still running is stopped as `pg_ctl stop -m fast` does and
+    /// waited for (at most 10 s, then killed), synchronously: the directory
+    /// is removed right after this returns.
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
+        }
+        let started = Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.start_kill();
+            }
+            if started.elapsed() > Duration::from_secs(12) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 /// The server with this harness's settings: TLS (when on), every statement
 /// and connection logged, appended to `server.log`.
 fn spawn_server(dir: &Path, port: u16, tls: Tls) -> Child {
@@ -192,7 +233,7 @@ fn spawn_server(dir: &Path, port: u16, tls: Tls) -> Child {
         server.args(["-c", &format!("ssl_cert_file={}", dir.join("server.crt").display())]);
         server.args(["-c", &format!("ssl_key_file={}", dir.join("server.key").display())]);
     }
-    server.stdout(Stdio::null()).stderr(log).kill_on_drop(true).spawn().expect("start postgres")
+    server.stdout(Stdio::null()).stderr(log).process_group(0).kill_on_drop(true).spawn().expect("start postgres")
 }
 
 fn as_postgres(program: &str) -> Command {
@@ -201,8 +242,9 @@ fn as_postgres(program: &str) -> Command {
     cmd
 }
 
+/// Runs a set-up tool (initdb, openssl, chown) to its end, in its own process group.
 async fn run(cmd: &mut Command) {
-    let out = cmd.output().await.expect("spawn");
+    let out = cmd.process_group(0).output().await.expect("spawn");
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 

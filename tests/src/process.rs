@@ -1,5 +1,10 @@
 //! Child processes whose output a test reads: everything they print to stdout
 //! and stderr, collected as it comes.
+//!
+//! Every process the harness starts runs in a process group of its own
+//! (`process_group(0)`): a terminal's Ctrl-C goes to the whole foreground
+//! group, and a harness (the demo) that catches it must be the one to stop
+//! its children, in order, instead of each child dying on its own mid-work.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -8,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
-/// Starts `path` with exactly `vars` (plus `PATH`), stdin closed, killed when
-/// dropped, and returns it with its captured output.
+/// Starts `path` with exactly `vars` (plus `PATH`), stdin closed, in its own
+/// process group, killed when dropped, and returns it with its captured output.
 pub fn spawn_captured<'a>(
     path: &Path,
     vars: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -21,6 +26,7 @@ pub fn spawn_captured<'a>(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));

@@ -95,7 +95,8 @@ pub const FAST_CYCLING: &[(&str, &str)] = &[
 
 impl WebApp {
     /// The environment the app gets in a test: the secret id, moto at `sm_endpoint`, the
-    /// test CA, a free port, and `extra` (later entries win).
+    /// test CA, a free port, the test's scratch directory as `TMPDIR` (the app's private
+    /// socket directories go there and go with it), and `extra` (later entries win).
     pub fn env(env: &TestEnv, secret_id: &str, sm_endpoint: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut vars: Vec<(String, String)> = env.moto.sdk_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         for (k, v) in &mut vars {
@@ -110,6 +111,7 @@ impl WebApp {
             vars.push(("APP_DB_CA_BUNDLE".into(), env.pg.ca_bundle().display().to_string()));
         }
         vars.push(("RUST_LOG".into(), "info,web_app=debug".into()));
+        vars.push(("TMPDIR".into(), env.scratch_dir().display().to_string()));
         for (k, v) in extra {
             vars.retain(|(name, _)| name != k);
             vars.push(((*k).to_owned(), (*v).to_owned()));
@@ -247,7 +249,8 @@ impl Drop for WebApp {
     }
 }
 
-/// The binary with exactly `vars` (plus PATH) and `args`, output captured, killed on drop.
+/// The binary with exactly `vars` (plus PATH) and `args`, output captured, in its own
+/// process group, killed on drop.
 fn spawn_process(vars: &[(String, String)], args: &[&str]) -> (Child, Arc<Mutex<String>>) {
     let path = web_app_path();
     let mut child = Command::new(&path)
@@ -258,6 +261,7 @@ fn spawn_process(vars: &[(String, String)], args: &[&str]) -> (Child, Arc<Mutex<
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));

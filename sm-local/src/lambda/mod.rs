@@ -372,6 +372,10 @@ impl Function {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C in the terminal that runs the
+            // endpoint (or a harness embedding it) reaches the endpoint, which
+            // then stops the function; the function never gets it mid-step.
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = match command.spawn() {
             Ok(child) => child,
