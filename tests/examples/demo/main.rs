@@ -675,7 +675,7 @@ impl Demo {
             .and_then(|()| timeline::draw(&timeline, out).map_err(|e| e.to_string()));
         match drawn {
             Ok(()) => {
-                let path = std::path::absolute(out).unwrap_or_else(|_| out.clone());
+                let path = std::fs::canonicalize(out).unwrap_or_else(|_| out.clone());
                 self.say(&format!("    picture: {}", path.display()));
             }
             Err(e) => self.say(&format!("    picture: not drawn ({e})")),
