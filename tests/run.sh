@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh machine: installs what it needs, then runs
 # formatting and lint gates, every Rust unit and end-to-end test (real
 # PostgreSQL, moto behind the local Secrets Manager endpoint, the real
-# binaries), the fault campaign's CI sample, the shipped Lambda artifact's
+# binaries), the fault campaign's CI sample, the rotation's tests again on
+# PostgreSQL 17 (tests/scripts/postgres-17.sh), the shipped Lambda artifact's
 # check, the CDK tests (assertions, cdk-nag, cfn-lint, checkov) and the
 # container image tests (a real Docker engine).
 #
@@ -42,6 +43,22 @@ cargo clippy --workspace --all-targets --locked -- -D warnings; done_in
 
 section "Rust unit and end-to-end tests (fault campaign: ${FAULT_CAMPAIGN:-CI sample})"
 cargo nextest run --workspace --locked --no-fail-fast; done_in
+
+section "the rotation's end-to-end tests again on PostgreSQL 17, the version the CDK app deploys"
+pg17=$(bash tests/scripts/postgres-17.sh)
+# The servers run as the system user postgres, which must reach the binaries:
+# a checkout under a private directory (/root, say) gets a copy in /tmp.
+if ! setpriv --reuid=postgres --regid=postgres --init-groups -- test -x "$pg17/postgres"; then
+  pg17_copy=$(mktemp -d)
+  trap 'rm -rf "$pg17_copy"' EXIT
+  chmod 755 "$pg17_copy"
+  cp -a "$(dirname "$pg17")" "$pg17_copy/"
+  pg17=$pg17_copy/native/bin
+fi
+E2E_PG_BIN=$pg17 cargo nextest run -p e2e --locked --no-fail-fast \
+  --test rotation_single_user --test rotation_alternating --test rotation_safety \
+  --test rotation_errors --test rotation_tls --test rotation_runtime --test provision \
+  --test hostile_secrets --test web_app_least_privilege; done_in
 
 section "ship what was tested: the Lambda artifact built as deployers build it, checked, rotating"
 bash tests/scripts/ship-check.sh; done_in

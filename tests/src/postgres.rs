@@ -20,7 +20,12 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 use tokio::process::{Child, Command};
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The server's binaries: Debian's PostgreSQL 15, or `E2E_PG_BIN` (a
+/// directory with `initdb` and `postgres`) to run the same tests against
+/// another major version.
+fn bin() -> String {
+    std::env::var("E2E_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_owned())
+}
 pub const HOST: &str = "127.0.0.1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +52,7 @@ impl Postgres {
             make_certificates(dir.path()).await;
         }
         run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path())).await;
-        run(as_postgres(&format!("{BIN}/initdb"))
+        run(as_postgres(&format!("{}/initdb", bin()))
             .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8"])
             .args(["--locale=C.UTF-8", "--no-sync", "--pwfile"])
             .arg(dir.path().join("pwfile"))
@@ -218,7 +223,7 @@ impl Drop for Postgres {
 /// and connection logged, appended to `server.log`.
 fn spawn_server(dir: &Path, port: u16, tls: Tls) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).expect("log file");
-    let mut server = as_postgres(&format!("{BIN}/postgres"));
+    let mut server = as_postgres(&format!("{}/postgres", bin()));
     server
         .arg("-D")
         .arg(dir.join("data"))

@@ -32,6 +32,33 @@ async fn full_rotation_switches_the_database_and_the_secret() {
     env.assert_no_leaks().await;
 }
 
+/// PostgreSQL 16 and later: the verifier uses the server's `scram_iterations`,
+/// as the server's own `ALTER ROLE … PASSWORD 'plain'` would, and the login
+/// with it works. CI runs this file on PostgreSQL 17 (tests/run.sh); on 15,
+/// which has no such setting, it says it is skipped.
+#[tokio::test]
+async fn on_16_and_later_the_verifier_uses_the_servers_scram_iterations() {
+    let mut env = TestEnv::start().await;
+    let mut conn = env.pg.superuser().await;
+    let version: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&mut conn).await.expect("version");
+    if version.parse::<i32>().expect("number") < 160000 {
+        eprintln!("skipped: needs PostgreSQL 16 or later (E2E_PG_BIN=$(bash tests/scripts/postgres-17.sh))");
+        return;
+    }
+    env.pg.exec("ALTER SYSTEM SET scram_iterations = 10000").await;
+    env.pg.exec("SELECT pg_reload_conf()").await;
+    let arn = env.create_user_and_secret("app-iterations", "app", OLD).await;
+    env.rotate(&arn).await.expect("rotation succeeds");
+
+    let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_authid");
+    assert!(stored.starts_with("SCRAM-SHA-256$10000:"), "stored verifier {}", &stored[..24]);
+    assert_eq!(env.pg.login("app", &password(&env, &arn, "AWSCURRENT").await).await, Ok(()));
+    env.assert_no_leaks().await;
+}
+
 #[tokio::test]
 async fn three_rotations_in_a_row_keep_previous_one_behind() {
     let mut env = TestEnv::start().await;
