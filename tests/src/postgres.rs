@@ -166,6 +166,13 @@ impl Postgres {
         sqlx::query_scalar(rotation_fn::sql::ROLE_EXISTS).bind(role).fetch_one(&mut conn).await.expect("role lookup")
     }
 
+    /// The server's major version (15, 17, …), for tests of what changed between them.
+    pub async fn major_version(&self) -> u32 {
+        let mut conn = self.superuser().await;
+        let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&mut conn).await.expect("version");
+        num.parse::<u32>().expect("server_version_num") / 10_000
+    }
+
     /// Roles `role` is a direct member of.
     pub async fn memberships(&self, role: &str) -> Vec<String> {
         let mut conn = self.superuser().await;

@@ -94,12 +94,6 @@ async fn grants_of(env: &TestEnv, member: &str) -> Vec<String> {
     rows.into_iter().map(|(g, by, a, i, s)| format!("{g} by {by}: admin {a} inherit {i} set {s}")).collect()
 }
 
-async fn server_version_num(env: &TestEnv) -> i32 {
-    let mut conn = env.pg.superuser().await;
-    let v: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&mut conn).await.expect("version");
-    v.parse().expect("number")
-}
-
 /// PostgreSQL 16 and later (the CDK app deploys 17): a membership granted by
 /// several grantors is one membership to copy, each grant carries its own
 /// INHERIT and SET options, and a grant the clone must lose may have been
@@ -109,7 +103,7 @@ async fn server_version_num(env: &TestEnv) -> i32 {
 #[tokio::test]
 async fn on_16_and_later_grantors_and_grant_options_are_copied_once() {
     let mut env = TestEnv::start_alternating().await;
-    if server_version_num(&env).await < 160000 {
+    if env.pg.major_version().await < 16 {
         eprintln!("skipped: needs PostgreSQL 16 or later (E2E_PG_BIN=$(bash tests/scripts/postgres-17.sh))");
         return;
     }

@@ -39,9 +39,7 @@ async fn full_rotation_switches_the_database_and_the_secret() {
 #[tokio::test]
 async fn on_16_and_later_the_verifier_uses_the_servers_scram_iterations() {
     let mut env = TestEnv::start().await;
-    let mut conn = env.pg.superuser().await;
-    let version: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&mut conn).await.expect("version");
-    if version.parse::<i32>().expect("number") < 160000 {
+    if env.pg.major_version().await < 16 {
         eprintln!("skipped: needs PostgreSQL 16 or later (E2E_PG_BIN=$(bash tests/scripts/postgres-17.sh))");
         return;
     }
@@ -50,6 +48,7 @@ async fn on_16_and_later_the_verifier_uses_the_servers_scram_iterations() {
     let arn = env.create_user_and_secret("app-iterations", "app", OLD).await;
     env.rotate(&arn).await.expect("rotation succeeds");
 
+    let mut conn = env.pg.superuser().await;
     let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
         .fetch_one(&mut conn)
         .await
