@@ -10,7 +10,8 @@
 //! - [`error`]: what a PostgreSQL or connection error means to an operator
 //!   (authentication, TLS, unreachable, a session the server closed);
 //! - [`aws_error`]: what a Secrets Manager error code means (which ones a
-//!   retry cures).
+//!   retry cures);
+//! - [`stages`]: Secrets Manager's staging labels.
 //!
 //! One definition per concept: neither binary parses the secret or classifies
 //! a database error on its own.
@@ -19,6 +20,7 @@ pub mod aws_error;
 pub mod connect;
 pub mod error;
 pub mod secret;
+pub mod stages;
 pub mod tls;
 
 pub use aws_error::AwsErrorKind;

@@ -10,7 +10,7 @@ use db_secret::SecretError;
 
 use crate::deadline::TimedOut;
 use crate::event::EventError;
-use crate::stages::StageError;
+use crate::stages::{self, StageError};
 
 /// Which secret version's credentials were in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +27,9 @@ pub enum Credential {
 impl fmt::Display for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Credential::Pending => "AWSPENDING",
-            Credential::Current => "AWSCURRENT",
-            Credential::Previous => "AWSPREVIOUS",
+            Credential::Pending => stages::PENDING,
+            Credential::Current => stages::CURRENT,
+            Credential::Previous => stages::PREVIOUS,
             Credential::Master => "master (masterarn AWSCURRENT)",
             Credential::Unlabelled => "unlabelled",
         })

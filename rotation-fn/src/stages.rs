@@ -9,9 +9,7 @@
 
 use std::collections::HashMap;
 
-pub const CURRENT: &str = "AWSCURRENT";
-pub const PENDING: &str = "AWSPENDING";
-pub const PREVIOUS: &str = "AWSPREVIOUS";
+pub use db_secret::stages::{CURRENT, PENDING, PREVIOUS};
 
 /// What DescribeSecret says about the secret's rotation and versions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

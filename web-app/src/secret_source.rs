@@ -16,7 +16,7 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use crate::metrics::Metrics;
-use db_secret::{AwsErrorKind, DbSecret, SecretError};
+use db_secret::{AwsErrorKind, DbSecret, SecretError, stages};
 
 /// The staging labels the app cares about, in the order it trusts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,9 +31,9 @@ impl Stage {
 
     pub fn label(self) -> &'static str {
         match self {
-            Stage::Current => "AWSCURRENT",
-            Stage::Pending => "AWSPENDING",
-            Stage::Previous => "AWSPREVIOUS",
+            Stage::Current => stages::CURRENT,
+            Stage::Pending => stages::PENDING,
+            Stage::Previous => stages::PREVIOUS,
         }
     }
 }
