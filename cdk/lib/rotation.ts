@@ -19,13 +19,7 @@ import { Construct } from 'constructs';
 import { SUBNETS } from './network';
 import type { RotationStrategy } from './settings';
 
-export interface SecretRotationProps {
-  readonly code: lambda.Code;
-  readonly architecture: lambda.Architecture;
-  readonly caBundleLayer: lambda.ILayerVersion;
-  readonly caBundlePath: string;
-  readonly vpc: ec2.IVpc;
-  readonly securityGroup: ec2.ISecurityGroup;
+export interface SecretRotationProps extends BootstrapFunctionProps {
   /** The secret this function rotates. */
   readonly secret: secretsmanager.ISecret;
   /** The same secret as attached to the database: the schedule waits for it. */
@@ -37,7 +31,6 @@ export interface SecretRotationProps {
   readonly passwordLength: number;
   readonly excludeCharacters: string;
   readonly logRetentionDays: number;
-  readonly encryptionKey?: kms.IKey;
 }
 
 /** Seconds: the function derives its own database and API deadlines from this. */
@@ -106,7 +99,6 @@ export function secretsKeyStatement(key: kms.IKey, region: string, actions: stri
   });
 }
 
-/** The acknowledgement every role of a VPC function carries (see vpcFunctionStatements). */
 /** What every function running the `bootstrap` artifact shares. */
 export interface BootstrapFunctionProps {
   readonly code: lambda.Code;
