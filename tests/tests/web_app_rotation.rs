@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::TestEnv;
-use e2e::web_app::{Deployment, FAST_CYCLING, Load, LoadReport, SmProxy, WebApp, leaked};
+use e2e::web_app::{Deployment, FAST_CYCLING, Load, LoadReport, SmProxy, WebApp, leaked, switch_line};
 use serde_json::Value;
 
 const OLD: &str = "Initial-Passw0rd-for-web-app";
@@ -107,12 +107,7 @@ struct Run {
 /// The versions of the app's `switched…` log lines, in order (as the CDK's
 /// metric filter `$.message = "switched*"` with dimension `$.to` counts them).
 fn switches(output: &str) -> Vec<String> {
-    output
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with("switched")))
-        .filter_map(|v| v["to"].as_str().map(str::to_owned))
-        .collect()
+    output.lines().filter_map(switch_line).filter_map(|v| v["to"].as_str().map(str::to_owned)).collect()
 }
 
 impl Run {

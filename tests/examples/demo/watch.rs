@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use aws_sdk_secretsmanager::primitives::{DateTime, DateTimeFormat};
 use sm_local::{RotationStatus, SmLocal};
 
 use crate::timeline::{Clock, RotationMark, StepMark, Switch};
@@ -143,11 +144,7 @@ fn parse_switch(line: &str, clock: &Clock) -> Option<Switch> {
     if !line.contains("\"switched") {
         return None;
     }
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let message = v["message"].as_str()?;
-    if !message.starts_with("switched") {
-        return None;
-    }
+    let v = e2e::web_app::switch_line(line)?;
     let at = v["timestamp"].as_str().and_then(epoch_ms).map_or_else(|| clock.now(), |ms| clock.at_epoch_ms(ms));
     let why = match v["stage"].as_str() {
         Some(stage) => format!("login refused, {stage} works"),
@@ -157,23 +154,12 @@ fn parse_switch(line: &str, clock: &Clock) -> Option<Switch> {
 }
 
 /// `2026-12-03T04:30:01.123456Z` (tracing's timestamps; `+00:00` too) →
-/// milliseconds since the Unix epoch.
+/// milliseconds since the Unix epoch, read by the AWS SDK's RFC 3339 parser.
 fn epoch_ms(timestamp: &str) -> Option<f64> {
-    let text = timestamp.strip_suffix('Z').or_else(|| timestamp.strip_suffix("+00:00"))?;
-    let (date, time) = text.split_once('T')?;
-    let mut date = date.split('-').map(str::parse::<i64>);
-    let (year, month, day) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
-    let mut time = time.split(':');
-    let (hour, minute) = (time.next()?.parse::<i64>().ok()?, time.next()?.parse::<i64>().ok()?);
-    let second: f64 = time.next()?.parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    Some(((days * 86_400 + hour * 3600 + minute * 60) as f64 + second) * 1e3)
+    // The SDK's parser takes UTC as `Z` only.
+    let utc = timestamp.strip_suffix("+00:00").map_or_else(|| timestamp.to_owned(), |t| format!("{t}Z"));
+    let parsed = DateTime::from_str(&utc, DateTimeFormat::DateTime).ok()?;
+    Some(parsed.as_secs_f64() * 1e3)
 }
 
 #[cfg(test)]
