@@ -8,7 +8,9 @@
 //! handshake (chain and host name verified against [`Trust`], whose client
 //! configuration is built once per process and resumes sessions). sqlx then
 //! speaks the protocol — startup, SCRAM, queries — over a Unix socket in a
-//! directory only this process's user can enter, spliced onto that TLS stream.
+//! directory only this process's user can enter, relayed onto that TLS stream
+//! by the login guard ([`crate::guard`]), which refuses to let sqlx answer a
+//! server that asks for a cleartext password or an MD5 hash.
 //!
 //! Two ways in:
 //! - [`Connector::connect`]: one session; the TCP/TLS part happens first, so a
@@ -100,23 +102,21 @@ impl Connector {
         configure: impl FnOnce(PgConnectOptions) -> PgConnectOptions,
     ) -> Result<PgConnection, DbFailure> {
         let target = self.target(secret).map_err(|e| DbFailure::Tls(e.to_string()))?;
-        let mut server = dial(&target, &self.trust).await?;
+        let server = dial(&target, &self.trust).await?;
         let dir = PrivateDir::create().map_err(|e| DbFailure::Other(format!("private socket directory: {e}")))?;
         let listener = UnixListener::bind(dir.socket_path(target.port))
             .map_err(|e| DbFailure::Other(format!("private socket: {e}")))?;
         let options = configure(self.login_options(secret, &target, dir.path()));
         let connecting = PgConnection::connect_with(&options);
         tokio::pin!(connecting);
-        let mut client = tokio::select! {
+        let client = tokio::select! {
             accepted = listener.accept() => accepted.map_err(|e| DbFailure::Other(format!("private socket: {e}")))?.0,
             // sqlx gave up before reaching the socket: its error is the answer.
             early = &mut connecting => return early.map_err(|e| DbFailure::classify(&e)),
         };
         drop((listener, dir)); // nobody else can connect, and nothing is left on disk
         // Ends when either side closes; dropping `connecting` (a deadline) closes ours.
-        tokio::spawn(async move {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-        });
+        tokio::spawn(crate::guard::relay(client, server));
         connecting.await.map_err(|e| DbFailure::classify(&e))
     }
 
@@ -186,13 +186,11 @@ impl Endpoint {
         let listener = UnixListener::bind(dir.socket_path(target.port))?;
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { continue };
+                let Ok((client, _)) = listener.accept().await else { continue };
                 let (target, trust) = (target.clone(), trust.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(POOL_DIAL_TIMEOUT, dial(&target, &trust)).await {
-                        Ok(Ok(mut server)) => {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
+                        Ok(Ok(server)) => crate::guard::relay(client, server).await,
                         Ok(Err(failure)) => {
                             tracing::warn!(host = %target.host, port = target.port, error = %failure, "pool connection failed");
                         }

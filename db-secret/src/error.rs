@@ -2,10 +2,17 @@
 //!
 //! One classification for both binaries: the function turns it into an
 //! operator's error message, the web app into retries and metric labels. The
-//! texts come from the server or the TLS/IO layer; none of them contain a
-//! password, which only ever enters the SCRAM exchange.
+//! texts come from the server or the TLS/IO layer, and a server is input:
+//! every text kept here is scrubbed of the secrets this process knows
+//! ([`crate::redact`]) first.
 
 use std::io;
+
+use crate::guard::GUARD_SQLSTATE;
+
+fn scrub(text: &str) -> String {
+    crate::redact::scrub(text).into_owned()
+}
 
 /// SQLSTATEs PostgreSQL uses to refuse a login: `invalid_password` and
 /// `invalid_authorization_specification` (unknown role, pg_hba reject).
@@ -15,6 +22,10 @@ pub const AUTH_FAILURE_CODES: [&str; 2] = ["28P01", "28000"];
 pub enum DbFailure {
     #[error("authentication failed (SQLSTATE {0})")]
     Auth(String),
+    /// The login guard would not answer the server's authentication request
+    /// (cleartext, MD5, too many SCRAM iterations, …); the text names it.
+    #[error("login refused by the client: {0}")]
+    AuthMethodRefused(String),
     #[error("server error SQLSTATE {sqlstate}: {message}")]
     Server { sqlstate: String, message: String },
     #[error("TLS failure: {0}")]
@@ -32,16 +43,19 @@ impl DbFailure {
         match error {
             sqlx::Error::Database(db) => {
                 let sqlstate = db.code().map(|c| c.into_owned()).unwrap_or_else(|| "unknown".to_owned());
+                let message = scrub(db.message());
                 if AUTH_FAILURE_CODES.contains(&sqlstate.as_str()) {
                     DbFailure::Auth(sqlstate)
+                } else if sqlstate == GUARD_SQLSTATE {
+                    DbFailure::AuthMethodRefused(message)
                 } else {
-                    DbFailure::Server { sqlstate, message: db.message().to_owned() }
+                    DbFailure::Server { sqlstate, message }
                 }
             }
-            sqlx::Error::Tls(e) => DbFailure::Tls(e.to_string()),
+            sqlx::Error::Tls(e) => DbFailure::Tls(scrub(&e.to_string())),
             sqlx::Error::Io(e) => Self::from_io(e),
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => DbFailure::Unreachable(error.to_string()),
-            other => DbFailure::Other(other.to_string()),
+            other => DbFailure::Other(scrub(&other.to_string())),
         }
     }
 
@@ -51,9 +65,9 @@ impl DbFailure {
     pub fn from_io(error: &io::Error) -> Self {
         let is_tls = error.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
         if is_tls || error.kind() == io::ErrorKind::InvalidData {
-            DbFailure::Tls(error.to_string())
+            DbFailure::Tls(scrub(&error.to_string()))
         } else {
-            DbFailure::Unreachable(error.to_string())
+            DbFailure::Unreachable(scrub(&error.to_string()))
         }
     }
 
@@ -80,7 +94,7 @@ impl DbFailure {
                     || sqlstate.starts_with("53")
                     || matches!(sqlstate.as_str(), "57P01" | "57P02" | "57P03" | "40001" | "40P01")
             }
-            DbFailure::Auth(_) | DbFailure::Tls(_) | DbFailure::Other(_) => false,
+            DbFailure::Auth(_) | DbFailure::AuthMethodRefused(_) | DbFailure::Tls(_) | DbFailure::Other(_) => false,
         }
     }
 
@@ -102,6 +116,7 @@ impl DbFailure {
     pub fn label(&self) -> &str {
         match self {
             DbFailure::Auth(s) | DbFailure::Server { sqlstate: s, .. } => s,
+            DbFailure::AuthMethodRefused(_) => "auth-method",
             DbFailure::Tls(_) => "tls",
             DbFailure::Unreachable(_) => "io",
             DbFailure::Other(_) => "other",

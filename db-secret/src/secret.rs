@@ -65,7 +65,10 @@ impl DbSecret {
             return Err(SecretError::NotJsonObject);
         };
         let password = match rest.remove("password") {
-            Some(Value::String(p)) if !p.is_empty() => SecretString::from(p),
+            Some(Value::String(p)) if !p.is_empty() => {
+                crate::redact::remember(&p);
+                SecretString::from(p)
+            }
             Some(Value::String(_)) => {
                 return Err(SecretError::WrongType { key: "password", expected: "a non-empty string" });
             }
@@ -89,25 +92,38 @@ impl DbSecret {
         Ok(Self { host, port, username, dbname, master_arn, ssl, password, rest })
     }
 
-    /// Parses a secret that holds a login for the server `server` describes: a
-    /// full secret, or only `username` and `password` (what RDS writes for a
-    /// master user with `ManageMasterUserPassword`). Keys it lacks (`engine`,
-    /// `host`, `port`, `dbname`, `ssl`) come from `server`; keys it has must be
-    /// valid, and the caller still checks that `host` and `port` agree.
-    pub fn parse_login_for(secret_string: &str, server: &DbSecret) -> Result<Self, SecretError> {
+    /// Parses a secret that holds a login (a master's): a full secret, or
+    /// only `username` and `password` (what RDS writes for a master user with
+    /// `ManageMasterUserPassword`).
+    ///
+    /// The server is the secret's own `host` (and `port`, 5432 when absent);
+    /// a secret without a host is for `server`, which the caller takes from
+    /// the operator's configuration, never from another secret: whoever can
+    /// write an application secret must not choose where the master logs in.
+    /// Without a host and without `server` the secret is refused (`host`
+    /// missing). `engine` defaults to `postgres` and `dbname` to `dbname`;
+    /// `ssl` is the secret's own (true when absent), never inherited.
+    pub fn parse_login_for(
+        secret_string: &str,
+        server: Option<(&str, u16)>,
+        dbname: &str,
+    ) -> Result<Self, SecretError> {
         let value: Value = serde_json::from_str(secret_string).map_err(|_| SecretError::NotJsonObject)?;
         let Value::Object(mut map) = value else {
             return Err(SecretError::NotJsonObject);
         };
-        let inherited = [
-            ("engine", Value::String("postgres".into())),
-            ("host", Value::String(server.host.clone())),
-            ("port", Value::from(server.port)),
-            ("dbname", Value::String(server.dbname.clone())),
-            ("ssl", Value::Bool(server.ssl)),
-        ];
-        for (key, value) in inherited {
-            if matches!(map.get(key), None | Some(Value::Null)) {
+        let absent = |map: &Map<String, Value>, key: &str| matches!(map.get(key), None | Some(Value::Null));
+        if absent(&map, "host") {
+            let Some((host, port)) = server else { return Err(SecretError::Missing("host")) };
+            if !absent(&map, "port") {
+                // A port without a host says nothing about where to go.
+                return Err(SecretError::WrongType { key: "port", expected: "absent when `host` is absent" });
+            }
+            map.insert("host".to_owned(), Value::String(host.to_owned()));
+            map.insert("port".to_owned(), Value::from(port));
+        }
+        for (key, value) in [("engine", Value::String("postgres".into())), ("dbname", Value::String(dbname.into()))] {
+            if absent(&map, key) {
                 map.insert(key.to_owned(), value);
             }
         }
@@ -121,6 +137,7 @@ impl DbSecret {
     /// The same secret with another username and password: the pending version
     /// built from the current one. Every other key is kept as it was.
     pub fn with_credentials(&self, username: String, password: SecretString) -> Self {
+        crate::redact::remember(password.expose_secret());
         let mut next = self.clone();
         next.rest.insert("username".to_owned(), Value::String(username.clone()));
         next.username = username;
@@ -325,21 +342,35 @@ mod tests {
     }
 
     #[test]
-    fn an_rds_managed_login_takes_the_server_from_the_app_secret() {
-        let app = DbSecret::parse(&json(r#","port":6543,"dbname":"orders","ssl":false"#)).expect("valid");
+    fn a_login_without_a_server_takes_the_operators_never_another_secrets() {
         let rds = r#"{"username":"postgres","password":"Master-Passw0rd"}"#;
-        let master = DbSecret::parse_login_for(rds, &app).expect("accepted");
+        // No server of its own and none from the operator: refused.
+        assert_eq!(
+            DbSecret::parse_login_for(rds, None, "orders").expect_err("no server"),
+            SecretError::Missing("host")
+        );
+        let master = DbSecret::parse_login_for(rds, Some(("db.local", 6543)), "orders").expect("accepted");
         assert_eq!((master.host.as_str(), master.port, master.dbname.as_str()), ("db.local", 6543, "orders"));
         assert_eq!(master.username, "postgres");
-        assert!(!master.ssl, "the app secret's ssl key applies");
+        assert!(master.ssl, "TLS unless the master secret itself says otherwise");
         assert_eq!(master.password().expose_secret(), "Master-Passw0rd");
-        // Keys it does carry are its own and still validated.
+        // Keys it does carry are its own and still validated; a host without a
+        // port means 5432, never the port of another secret.
         let own_host = r#"{"username":"postgres","password":"x","host":"other.local"}"#;
-        assert_eq!(DbSecret::parse_login_for(own_host, &app).expect("valid").host, "other.local");
-        let bad_port = r#"{"username":"postgres","password":"x","port":"none"}"#;
-        assert!(matches!(DbSecret::parse_login_for(bad_port, &app), Err(SecretError::WrongType { key: "port", .. })));
+        let own = DbSecret::parse_login_for(own_host, Some(("db.local", 6543)), "orders").expect("valid");
+        assert_eq!((own.host.as_str(), own.port), ("other.local", 5432));
+        let port_only = r#"{"username":"postgres","password":"x","port":6543}"#;
+        assert!(matches!(
+            DbSecret::parse_login_for(port_only, Some(("db.local", 6543)), "d"),
+            Err(SecretError::WrongType { key: "port", .. })
+        ));
+        let bad_port = r#"{"username":"postgres","password":"x","host":"h","port":"none"}"#;
+        assert!(matches!(
+            DbSecret::parse_login_for(bad_port, None, "d"),
+            Err(SecretError::WrongType { key: "port", .. })
+        ));
         assert_eq!(
-            DbSecret::parse_login_for(r#"{"username":"postgres"}"#, &app).expect_err("no password"),
+            DbSecret::parse_login_for(r#"{"username":"postgres","host":"h"}"#, None, "d").expect_err("no password"),
             SecretError::Missing("password")
         );
     }

@@ -109,8 +109,10 @@ pub enum TrustError {
     Invalid { path: String, detail: String },
 }
 
-/// The certificates a server may chain to: the platform's roots, plus a CA
-/// bundle the operator names (the RDS bundle). Loaded once per process, not
+/// The certificates a server may chain to: the CA bundle the operator names
+/// (the RDS bundle) and nothing else, as libpq's `sslrootcert` — a public CA
+/// that issued a certificate for the database's name to someone else must not
+/// be enough; without a bundle, the platform's roots. Loaded once per process, not
 /// on every connection: the platform's store is read the first time a TLS
 /// connection is made, and the client configuration (with its session cache,
 /// so later handshakes can resume) is shared by every connection after that.
@@ -132,8 +134,8 @@ impl Trust {
         Self { bundle: Arc::new(Vec::new()), config: Arc::default() }
     }
 
-    /// The platform's roots and the certificates of the PEM bundle `pem`
-    /// (read from `path`, named in errors). Invalid PEM is refused here, at
+    /// Only the certificates of the PEM bundle `pem` (read from `path`,
+    /// named in errors); the platform's roots are not trusted besides them. Invalid PEM is refused here, at
     /// start, rather than on the first connection.
     pub fn with_bundle(path: &str, pem: &[u8]) -> Result<Self, TrustError> {
         let certs = CertificateDer::pem_slice_iter(pem)
@@ -158,12 +160,15 @@ impl Trust {
 
     fn build(&self) -> ClientConfig {
         let mut roots = RootCertStore::empty();
-        let platform = rustls_native_certs::load_native_certs();
-        for error in &platform.errors {
-            tracing::warn!(error = %error, "could not read part of the platform's certificate store");
+        if self.bundle.is_empty() {
+            let platform = rustls_native_certs::load_native_certs();
+            for error in &platform.errors {
+                tracing::warn!(error = %error, "could not read part of the platform's certificate store");
+            }
+            roots.add_parsable_certificates(platform.certs);
+        } else {
+            roots.add_parsable_certificates(self.bundle.iter().cloned());
         }
-        roots.add_parsable_certificates(platform.certs);
-        roots.add_parsable_certificates(self.bundle.iter().cloned());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
