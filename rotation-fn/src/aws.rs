@@ -8,7 +8,7 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::AwsFailure;
-use crate::stages::{CURRENT, PENDING, SecretState};
+use crate::guard::{CURRENT, PENDING, SecretState};
 use crate::store::{ApiFuture, PutOutcome, SecretsApi, Version, VersionInfo, is_transient_aws};
 
 #[derive(Debug, Clone)]

@@ -3,8 +3,7 @@
 //! floor are, because whoever can write a secret must not be able to choose
 //! them.
 
-use db_secret::{TlsFloor, TlsSettingError, Trust, TrustError};
-
+use crate::db_config::{DbConfig, DbConfigError};
 use crate::password::{DEFAULT_EXCLUDE, DEFAULT_LENGTH, PasswordPolicy, PolicyError};
 use crate::strategy::Strategy;
 
@@ -18,15 +17,6 @@ pub struct Config {
     pub db: DbConfig,
 }
 
-/// How to reach databases: what rotating and provisioning both need.
-#[derive(Debug, Clone)]
-pub struct DbConfig {
-    /// `DB_TLS`: verified TLS unless the operator allows plain text.
-    pub tls: TlsFloor,
-    /// The platform's roots plus `DB_CA_BUNDLE`, if set.
-    pub trust: Trust,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error(
@@ -36,12 +26,8 @@ pub enum ConfigError {
     Strategy,
     #[error(transparent)]
     Password(#[from] PolicyError),
-    #[error("DB_CA_BUNDLE {0} is not readable")]
-    CaBundleUnreadable(String),
-    #[error("DB_CA_BUNDLE {0}")]
-    CaBundle(#[from] TrustError),
     #[error(transparent)]
-    Tls(#[from] TlsSettingError),
+    Db(#[from] DbConfigError),
 }
 
 impl Config {
@@ -67,28 +53,11 @@ impl Config {
     }
 }
 
-impl DbConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|key| std::env::var(key).ok())
-    }
-
-    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let set = |key: &str| var(key).filter(|v| !v.trim().is_empty());
-        let tls = TlsFloor::from_setting("DB_TLS", set("DB_TLS").as_deref())?;
-        let trust = match set("DB_CA_BUNDLE") {
-            None => Trust::platform(),
-            Some(path) => {
-                let pem = std::fs::read(&path).map_err(|_| ConfigError::CaBundleUnreadable(path.clone()))?;
-                Trust::with_bundle(&path, &pem)?
-            }
-        };
-        Ok(Self { tls, trust })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+
+    use db_secret::{EndpointsError, TlsFloor, TlsSettingError};
 
     use super::*;
 
@@ -134,11 +103,15 @@ mod tests {
         );
         assert_eq!(
             config(&[single, ("DB_TLS", "prefer")]).err(),
-            Some(ConfigError::Tls(TlsSettingError { setting: "DB_TLS" }))
+            Some(ConfigError::Db(DbConfigError::Tls(TlsSettingError { setting: "DB_TLS" })))
         );
+        assert!(matches!(
+            config(&[single, ("DB_ENDPOINTS", "db.example.com")]).err(),
+            Some(ConfigError::Db(DbConfigError::Endpoints(EndpointsError { setting: "DB_ENDPOINTS", .. })))
+        ));
         assert_eq!(
             config(&[single, ("DB_CA_BUNDLE", "/nonexistent/ca.pem")]).err(),
-            Some(ConfigError::CaBundleUnreadable("/nonexistent/ca.pem".into()))
+            Some(ConfigError::Db(DbConfigError::CaBundleUnreadable("/nonexistent/ca.pem".into())))
         );
     }
 }

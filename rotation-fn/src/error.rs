@@ -5,12 +5,12 @@
 
 use std::fmt;
 
-pub use db_secret::DbFailure;
+pub(crate) use db_secret::DbFailure;
 use db_secret::SecretError;
 
 use crate::deadline::TimedOut;
 use crate::event::EventError;
-use crate::stages::{self, StageError};
+use crate::guard::{self, StageError};
 
 /// Which secret version's credentials were in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +27,9 @@ pub enum Credential {
 impl fmt::Display for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Credential::Pending => stages::PENDING,
-            Credential::Current => stages::CURRENT,
-            Credential::Previous => stages::PREVIOUS,
+            Credential::Pending => guard::PENDING,
+            Credential::Current => guard::CURRENT,
+            Credential::Previous => guard::PREVIOUS,
             Credential::Master => "master (masterarn AWSCURRENT)",
             Credential::Unlabelled => "unlabelled",
         })
@@ -81,6 +81,8 @@ pub enum RotationError {
     Aws(#[from] AwsFailure),
     #[error(transparent)]
     Timeout(#[from] TimedOut),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl RotationError {
@@ -110,6 +112,10 @@ impl RotationError {
             RotationError::Database { failure: DbFailure::Auth(_), .. }
             | RotationError::NoWorkingLogin { .. }
             | RotationError::UnverifiedCurrent { failure: DbFailure::Auth(_), .. } => "DatabaseAuthenticationFailed",
+            RotationError::Database { failure: DbFailure::AuthMethodRefused(_), .. }
+            | RotationError::UnverifiedCurrent { failure: DbFailure::AuthMethodRefused(_), .. } => {
+                "DatabaseAuthMethodRefused"
+            }
             RotationError::UnverifiedCurrent { failure: DbFailure::Tls(_), .. } => "DatabaseTlsFailed",
             RotationError::UnverifiedCurrent { failure: DbFailure::Unreachable(_), .. } => "DatabaseUnreachable",
             RotationError::UnverifiedCurrent { .. } => "DatabaseError",
@@ -121,6 +127,7 @@ impl RotationError {
             }
             RotationError::Aws(_) => "SecretsManagerError",
             RotationError::Timeout(_) => "DeadlineExceeded",
+            RotationError::Internal(_) => "InternalError",
         }
     }
 

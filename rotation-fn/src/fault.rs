@@ -15,7 +15,7 @@
 //! between, say, a login and the statement that follows it).
 
 #[cfg(feature = "fault-points")]
-pub fn point(name: &'static str) {
+pub(crate) fn point(name: &'static str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static PASSED: AtomicU64 = AtomicU64::new(0);
     let n = PASSED.fetch_add(1, Ordering::SeqCst) + 1;
@@ -36,4 +36,4 @@ pub fn point(name: &'static str) {
 
 #[cfg(not(feature = "fault-points"))]
 #[inline(always)]
-pub fn point(_name: &'static str) {}
+pub(crate) fn point(_name: &'static str) {}

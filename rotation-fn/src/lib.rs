@@ -22,7 +22,7 @@
 //! crash left behind (a value stored but not set; set but not current).
 //! With `RotateImmediately=false` only testSecret runs.
 //!
-//! Before any step, the guard in [`stages`] checks that rotation is enabled
+//! Before any step, the guard in [`guard`] checks that rotation is enabled
 //! and `T` is AWSPENDING; if `T` is already AWSCURRENT the step does nothing.
 //! The guard's DescribeSecret is made on every step; version *values* may come
 //! from this process's cache (see [`store`]), because a value never changes
@@ -31,23 +31,56 @@
 //! The database never holds a password that no version of the secret holds:
 //! setSecret only ever sets the value createSecret stored in `T` beforehand.
 //! The operator's configuration, not the secret, decides the strategy
-//! ([`strategy`]) and whether plain text is allowed ([`config`]).
+//! ([`strategy`]) and whether plain text is allowed and which servers may be
+//! logged in at ([`db_config`]).
+//!
+//! # The house, bottom to top (imports only point down)
+//!
+//! - [`deadline`], [`mod@error`], [`event`], [`sql`], [`scram`], [`password`],
+//!   [`db_config`]: pure parts and settings;
+//! - [`store`] (Secrets Manager through the [`store::SecretsApi`] seam, with
+//!   [`aws`] its SDK implementation), [`guard`] (the stage guard),
+//!   [`session`] (one login), [`roles`] (questions about roles, asked in a
+//!   session);
+//! - [`context`]: what a step works with;
+//! - [`strategy`]: who changes whose password;
+//! - [`steps`]: the four steps, dispatched below;
+//! - [`provision`]: the deployment's provisioner, beside the rotation, using
+//!   the same bottom rooms.
 
-pub mod aws;
-pub mod config;
-pub mod db;
-pub mod deadline;
-pub mod error;
-pub mod event;
-pub mod fault;
-pub mod password;
-pub mod provision;
+#![warn(unreachable_pub)]
+
+// The crate's face is the `pub use` list below (and `scram`, `sql`, whose
+// functions the end-to-end tests use to build what they compare against);
+// every other room is private, and `unreachable_pub` (top of this file)
+// names what nobody outside needs.
+
+mod aws;
+mod config;
+mod context;
+mod db_config;
+mod deadline;
+mod error;
+mod event;
+mod fault;
+mod guard;
+mod password;
+mod provision;
+mod roles;
 pub mod scram;
+mod session;
 pub mod sql;
-pub mod stages;
-pub mod steps;
-pub mod store;
-pub mod strategy;
+mod steps;
+mod store;
+mod strategy;
+
+pub use aws::AwsSecrets;
+pub use config::{Config, ConfigError};
+pub use db_config::{DbConfig, DbConfigError};
+pub use deadline::Deadline;
+pub use error::RotationError;
+pub use provision::{Anchors, Provisioner};
+pub use store::SecretsApi;
 
 use std::time::Instant;
 
@@ -58,13 +91,10 @@ use std::sync::Arc;
 
 use db_secret::Connector;
 
-use crate::config::Config;
-use crate::deadline::Deadline;
-use crate::error::RotationError;
+use crate::context::{Outcome, StepContext};
 use crate::event::{RotationEvent, Step};
-use crate::stages::Verdict;
-use crate::steps::{Outcome, StepContext};
-use crate::store::{SecretStore, SecretsApi};
+use crate::guard::Verdict;
+use crate::store::SecretStore;
 
 /// The function: clients built once at start, shared by every invocation.
 #[derive(Debug)]
@@ -120,15 +150,16 @@ impl Rotator {
         let ctx = StepContext {
             store: &self.store,
             connector: &self.connector,
-            config: &self.config,
+            db: &self.config.db,
+            password: &self.config.password,
             event,
             state,
             current_version,
             deadline,
         };
         match event.step {
-            Step::Create => steps::create::run(&ctx).await,
-            Step::Set => steps::set::run(&ctx).await,
+            Step::Create => steps::create::run(&ctx, self.config.strategy).await,
+            Step::Set => steps::set::run(&ctx, self.config.strategy).await,
             Step::Test => steps::test::run(&ctx).await,
             Step::Finish => steps::finish::run(&ctx).await,
         }

@@ -7,11 +7,7 @@ use aws_smithy_http_client::{Builder, tls};
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
 
-use rotation_fn::Rotator;
-use rotation_fn::aws::AwsSecrets;
-use rotation_fn::config::{Config, ConfigError, DbConfig};
-use rotation_fn::deadline::Deadline;
-use rotation_fn::provision::Provisioner;
+use rotation_fn::{Anchors, AwsSecrets, Config, ConfigError, DbConfig, Deadline, Provisioner, Rotator};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
@@ -28,7 +24,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
     let api = Arc::new(AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&sdk)));
     if provisioning {
-        let provisioner = &Provisioner::new(api, warn_if_plaintext(DbConfig::from_env().inspect_err(invalid)?));
+        let db = warn_if_plaintext(DbConfig::from_env().map_err(ConfigError::from).inspect_err(invalid)?);
+        let provisioner = &Provisioner::new(api, db, Anchors::from_env());
         return lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
             provisioner.handle(&event.payload, Deadline::from_epoch_millis(event.context.deadline)).await
         }))
@@ -52,13 +49,15 @@ fn warn_if_plaintext(db: DbConfig) -> DbConfig {
 
 /// JSON logs on stdout (CloudWatch). Dependencies that can print request or
 /// statement bodies at debug/trace are capped whatever RUST_LOG says: the
-/// runtime traces the raw event, sqlx statements carry verifiers.
+/// runtime traces the raw event, sqlx statements carry verifiers, and a
+/// server's notices are its own text (it could echo a secret back).
 fn init_logging() {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     for directive in [
         "lambda_runtime=info",
         "lambda_runtime_api_client=info",
         "sqlx=warn",
+        "sqlx::postgres::notice=off",
         "aws_smithy_runtime=info",
         "hyper=info",
         "rustls=info",

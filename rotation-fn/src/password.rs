@@ -8,12 +8,12 @@ use secrecy::SecretString;
 
 /// The characters AWS's PostgreSQL templates exclude by default: they break
 /// connection URIs (`/`, `@`) or SQL and shell quoting (`"`, `'`, `\`).
-pub const DEFAULT_EXCLUDE: &str = "/@\"'\\";
-pub const DEFAULT_LENGTH: usize = 32;
+pub(crate) const DEFAULT_EXCLUDE: &str = "/@\"'\\";
+pub(crate) const DEFAULT_LENGTH: usize = 32;
 /// Below this, four classes leave too little entropy to call it a rotation.
-pub const MIN_LENGTH: usize = 12;
+pub(crate) const MIN_LENGTH: usize = 12;
 /// PostgreSQL accepts longer passwords, but client libraries and humans do not.
-pub const MAX_LENGTH: usize = 256;
+pub(crate) const MAX_LENGTH: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {

@@ -21,8 +21,16 @@ use rand::RngExt as _;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest as _, Sha256};
 
+use crate::deadline::Deadline;
+use crate::error::RotationError;
+
 /// PostgreSQL's default `scram_iterations` (and its only value before 16).
 pub const DEFAULT_ITERATIONS: u32 = 4096;
+/// The range of iteration counts verifiers get: never fewer than
+/// PostgreSQL's default, never more than a login may cost (the login guard's
+/// ceiling, so the function can always log in with what it set).
+pub const MIN_ITERATIONS: u32 = DEFAULT_ITERATIONS;
+pub const MAX_ITERATIONS: u32 = db_secret::MAX_SCRAM_ITERATIONS;
 const SALT_LEN: usize = 16;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -33,6 +41,25 @@ pub fn verifier(password: &SecretString, iterations: u32) -> String {
     let mut salt = [0u8; SALT_LEN];
     rand::rng().fill(&mut salt[..]);
     verifier_with(password.expose_secret().as_bytes(), &salt, iterations)
+}
+
+/// [`verifier`] on the blocking thread pool, within the deadline: key
+/// derivation is CPU work that must neither stall the runtime nor outlive
+/// the step.
+pub async fn verifier_off_runtime(
+    password: SecretString,
+    iterations: u32,
+    deadline: &Deadline,
+) -> Result<String, RotationError> {
+    let iterations = iterations.clamp(MIN_ITERATIONS, MAX_ITERATIONS);
+    let task = tokio::task::spawn_blocking(move || verifier(&password, iterations));
+    let what = || format!("computing a SCRAM verifier ({iterations} iterations)");
+    let verifier = deadline
+        .run(what, task)
+        .await?
+        .map_err(|e| RotationError::Internal(format!("SCRAM verifier task failed: {e}")))?;
+    db_secret::redact::remember(&verifier);
+    Ok(verifier)
 }
 
 /// The verifier for a given salt and iteration count (deterministic).

@@ -20,6 +20,10 @@ pub fn set_password(role: &str, verifier: &str) -> String {
     format!("ALTER ROLE {} PASSWORD {}", quote_ident(role), quote_literal(verifier))
 }
 
+pub fn create_login_role_with_password(role: &str, verifier: &str) -> String {
+    format!("CREATE ROLE {} WITH LOGIN PASSWORD {}", quote_ident(role), quote_literal(verifier))
+}
+
 pub fn create_login_role(role: &str) -> String {
     format!("CREATE ROLE {} WITH LOGIN", quote_ident(role))
 }
@@ -56,9 +60,12 @@ pub fn revoke_membership(group: &str, member: &str, grantor: Option<&str>) -> St
     }
 }
 
-/// The server's version number and, on 16+, its `scram_iterations`.
+/// The server's version number and, on 16+, its `scram_iterations` with
+/// where the value comes from (`configuration file`, `default`, … or `user`,
+/// `database`: an override the rotated role may have made itself).
 pub const SERVER_SETTINGS: &str = "SELECT current_setting('server_version_num')::int, \
-     current_setting('scram_iterations', true)";
+     (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'scram_iterations'), \
+     (SELECT source FROM pg_catalog.pg_settings WHERE name = 'scram_iterations')";
 
 /// Direct memberships of `$1`, one row per grant: group, grantor, ADMIN,
 /// INHERIT, SET (PostgreSQL 16+, where a membership can be granted several
@@ -84,6 +91,12 @@ pub const MEMBERSHIPS: &str = "SELECT DISTINCT g.rolname::text FROM pg_auth_memb
      JOIN pg_roles g ON g.oid = m.roleid \
      JOIN pg_roles r ON r.oid = m.member \
      WHERE r.rolname = $1 ORDER BY 1";
+
+/// How many objects `$1` owns, in any database: ownership is recorded as a
+/// shared dependency (deptype 'o').
+pub const OWNED_OBJECTS: &str = "SELECT count(*) FROM pg_catalog.pg_shdepend d \
+     JOIN pg_catalog.pg_roles r ON r.oid = d.refobjid \
+     WHERE d.refclassid = 'pg_catalog.pg_authid'::regclass AND d.deptype = 'o' AND r.rolname = $1";
 
 pub const ROLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)";
 

@@ -25,9 +25,9 @@ use tracing::instrument;
 
 use crate::deadline::Deadline;
 use crate::error::{AwsFailure, RotationError};
-use crate::stages::SecretState;
+use crate::guard::SecretState;
 
-pub type ApiFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, AwsFailure>> + Send + 'a>>;
+pub(crate) type ApiFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, AwsFailure>> + Send + 'a>>;
 
 /// One version's value. The string is secret; only the id is printable.
 #[derive(Debug, Clone)]
@@ -199,7 +199,7 @@ impl SecretStore {
 /// Whether a retry can cure an AWS failure: the service's own error classes
 /// (`db_secret::AwsErrorKind`, shared with the web app), plus the SDK's
 /// transport failures.
-pub fn is_transient_aws(code: &str, status: Option<u16>) -> bool {
+pub(crate) fn is_transient_aws(code: &str, status: Option<u16>) -> bool {
     matches!(code, "Timeout" | "NetworkError") || db_secret::AwsErrorKind::of(code, status).is_transient()
 }
 

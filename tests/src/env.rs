@@ -232,6 +232,17 @@ impl TestEnv {
         self.create_raw_secret(name, &value.to_string()).await
     }
 
+    /// Adds a version of `secret` holding `value`, labelled `stage` (a new
+    /// AWSCURRENT moves AWSPREVIOUS along, as AWS does), as whoever may write
+    /// the secret can; remembers its password. Returns the version id.
+    pub async fn put_value(&mut self, secret: &str, value: &Value, stage: &str) -> String {
+        if let Some(p) = value.get("password").and_then(Value::as_str) {
+            self.remember(p);
+        }
+        let put = self.sm.put_secret_value().secret_id(secret).secret_string(value.to_string()).version_stages(stage);
+        put.send().await.expect("PutSecretValue").version_id().expect("version id").to_owned()
+    }
+
     /// A secret whose SecretString is `text`, JSON or not.
     pub async fn create_raw_secret(&mut self, name: &str, text: &str) -> String {
         let value: Option<Value> = serde_json::from_str(text).ok();
@@ -494,6 +505,8 @@ fn function_configs(
             ("RUST_LOG".to_owned(), Some("info".to_owned())),
             ("DB_CA_BUNDLE".to_owned(), pg.ca_bundle().exists().then(|| pg.ca_bundle().display().to_string())),
             ("TMPDIR".to_owned(), Some(scratch.display().to_string())),
+            // As the CDK app deploys it: logins go to this server only.
+            ("DB_ENDPOINTS".to_owned(), Some(format!("{}:{}", crate::postgres::HOST, pg.port()))),
         ]);
         env.extend(overrides.clone());
         env.into_iter()

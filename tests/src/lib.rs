@@ -4,6 +4,7 @@
 //! methods are named after what tests do.
 
 pub mod env;
+pub mod hostile_server;
 pub mod http;
 pub mod moto;
 pub mod postgres;
@@ -13,6 +14,7 @@ pub mod web_app;
 pub use crate::env::{
     ALTERNATING, ALTERNATING_USERS, PROVISIONER, SINGLE, SINGLE_TWIN, SINGLE_USER, STEPS, StepFailure, TestEnv,
 };
+pub use crate::hostile_server::{Ask, HostileServer};
 pub use crate::moto::Moto;
 pub use crate::postgres::{Postgres, Tls};
 pub use sm_local::FunctionError;

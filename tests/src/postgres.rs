@@ -167,6 +167,16 @@ impl Postgres {
     }
 
     /// The server's major version (15, 17, …), for tests of what changed between them.
+    /// Whether this server is older than `major`; if so, says on stderr that
+    /// the calling test is skipped (CI runs those tests again on 17).
+    pub async fn older_than(&self, major: u32) -> bool {
+        let older = self.major_version().await < major;
+        if older {
+            eprintln!("skipped: needs PostgreSQL {major} or later (E2E_PG_BIN=$(bash tests/scripts/postgres-17.sh))");
+        }
+        older
+    }
+
     pub async fn major_version(&self) -> u32 {
         let mut conn = self.superuser().await;
         let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&mut conn).await.expect("version");

@@ -13,13 +13,16 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
-/// Starts `path` with exactly `vars` (plus `PATH`), stdin closed, in its own
-/// process group, killed when dropped, and returns it with its captured output.
+/// Starts `path` with `args` and exactly `vars` (plus `PATH`), stdin closed,
+/// in its own process group, killed when dropped, and returns it with its
+/// captured output.
 pub fn spawn_captured<'a>(
     path: &Path,
+    args: &[&str],
     vars: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> (Child, Arc<Mutex<String>>) {
     let mut child = Command::new(path)
+        .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(vars)

@@ -118,3 +118,58 @@ async fn bad_input_is_named_and_nothing_is_created() {
     assert!(!env.pg.role_exists("app").await && !env.pg.role_exists("app_owner").await);
     env.assert_no_leaks().await;
 }
+
+#[tokio::test]
+async fn the_provisioner_is_anchored_to_its_stack_and_never_resets_what_is_not_its_own() {
+    let mut env = TestEnv::start().await;
+    let s = stack(&mut env).await;
+    // Configured for this stack's secrets and database, as the CDK app does.
+    let anchors = [
+        ("PROVISION_MASTER_SECRET_ARN", s.master.clone()),
+        ("PROVISION_APP_SECRET_ARN", s.app.clone()),
+        ("PROVISION_OWNER_SECRET_ARN", s.owner.clone()),
+        ("PROVISION_DATABASE", "app".to_owned()),
+    ];
+    let pairs: Vec<(&str, &str)> = anchors.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.restart_function(&pairs).await;
+
+    // An event naming another owner secret (someone who may invoke the
+    // provisioner, pointing it at a role of their choice) is refused.
+    env.pg.set_password("dba", "Dbas-0wn-Passw0rd").await;
+    env.remember("Dbas-0wn-Passw0rd");
+    let other = env.create_secret("stack/dba", &json!({"username": "dba", "password": OWNER})).await;
+    let mut forged = event("Create", &s);
+    forged["ResourceProperties"]["OwnerSecretArn"] = json!(other);
+    let err = env.invoke_function(PROVISIONER, &forged).await.expect_err("refused");
+    assert!(err.error_message.contains("OwnerSecretArn is not the secret"), "{}", err.error_message);
+
+    // Without the anchors, the same event meets a role that exists and is
+    // not the secret's: its password is left alone.
+    env.restart_function(&[]).await;
+    let err = env.invoke_function(PROVISIONER, &forged).await.expect_err("refused");
+    assert!(err.error_message.contains("not this stack's"), "{}", err.error_message);
+    assert_eq!(env.pg.login("dba", "Dbas-0wn-Passw0rd").await, Ok(()), "dba's password untouched");
+    env.restart_function(&pairs).await;
+
+    // The stack's own first deploy (the owner secret attached to the
+    // database, as the CDK app's is), then an owner rotation stopped between
+    // testSecret and finishSecret: the database has AWSPENDING's password.
+    let mut attached = env.secret_json("app_owner", OWNER);
+    attached["dbname"] = json!("app");
+    env.put_value(&s.owner, &attached, "AWSCURRENT").await;
+    env.invoke_function(PROVISIONER, &event("Create", &s)).await.expect("provisioned");
+    let token = env.begin_rotation(&s.owner).await;
+    for step in ["createSecret", "setSecret", "testSecret"] {
+        env.step(step, &s.owner, &token).await.expect(step);
+    }
+    // A redeploy now must not put the database back on AWSCURRENT.
+    let err = env.invoke_function(PROVISIONER, &event("Update", &s)).await.expect_err("refused");
+    assert!(err.error_message.contains("rotation in progress"), "{}", err.error_message);
+    env.step("finishSecret", &s.owner, &token).await.expect("finishSecret");
+    let current = env.value(&s.owner, "AWSCURRENT").await.expect("current");
+    assert_eq!(env.pg.login("app_owner", current["password"].as_str().expect("pw")).await, Ok(()));
+    // And once it has finished, a redeploy goes through and changes nothing.
+    env.invoke_function(PROVISIONER, &event("Update", &s)).await.expect("update");
+    assert_eq!(env.pg.login("app_owner", current["password"].as_str().expect("pw")).await, Ok(()));
+    env.assert_no_leaks().await;
+}

@@ -103,8 +103,7 @@ async fn grants_of(env: &TestEnv, member: &str) -> Vec<String> {
 #[tokio::test]
 async fn on_16_and_later_grantors_and_grant_options_are_copied_once() {
     let mut env = TestEnv::start_alternating().await;
-    if env.pg.major_version().await < 16 {
-        eprintln!("skipped: needs PostgreSQL 16 or later (E2E_PG_BIN=$(bash tests/scripts/postgres-17.sh))");
+    if env.pg.older_than(16).await {
         return;
     }
     let (arn, _) = setup(&mut env, "app-grantors", "app").await;

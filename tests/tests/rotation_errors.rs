@@ -163,6 +163,7 @@ async fn an_unreachable_database_is_reported_as_transient_and_nothing_changes() 
     env.pg.set_password("app", OLD).await;
     let mut value = env.secret_json("app", OLD);
     value["port"] = json!(postgres::free_port()); // nobody listens there
+    env.restart_without("DB_ENDPOINTS").await; // else refused before any attempt
     let arn = env.create_secret("app-unreachable", &value).await;
     let token = env.begin_rotation(&arn).await;
 

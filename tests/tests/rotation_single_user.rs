@@ -39,8 +39,7 @@ async fn full_rotation_switches_the_database_and_the_secret() {
 #[tokio::test]
 async fn on_16_and_later_the_verifier_uses_the_servers_scram_iterations() {
     let mut env = TestEnv::start().await;
-    if env.pg.major_version().await < 16 {
-        eprintln!("skipped: needs PostgreSQL 16 or later (E2E_PG_BIN=$(bash tests/scripts/postgres-17.sh))");
+    if env.pg.older_than(16).await {
         return;
     }
     env.pg.exec("ALTER SYSTEM SET scram_iterations = 10000").await;

@@ -82,3 +82,34 @@ async fn a_missing_ca_bundle_file_stops_the_function_at_start_with_its_name() {
     assert!(output.contains("DB_CA_BUNDLE /nonexistent/rds-ca.pem is not readable"), "{output}");
     assert_eq!(env.pg.login("app", OLD).await, Ok(()));
 }
+
+#[tokio::test]
+async fn a_ca_bundle_is_trusted_alone_not_beside_the_platforms_roots() {
+    let mut env = TestEnv::start().await;
+    let arn = env.create_user_and_secret("app-bundle-alone", "app", OLD).await;
+    // The operator's bundle is another CA; the platform's store (through
+    // SSL_CERT_FILE) knows the server's. As libpq's sslrootcert: the bundle
+    // alone decides, so a public CA's certificate for the name is not enough.
+    let other = env.scratch_dir().join("other-ca");
+    std::fs::create_dir_all(&other).expect("dir");
+    let status = std::process::Command::new("openssl")
+        .current_dir(&other)
+        .args(["req", "-x509", "-days", "2", "-subj", "/CN=another CA", "-keyout", "ca.key", "-out", "ca.crt"])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    let platform = env.pg.ca_bundle().display().to_string();
+    let bundle = other.join("ca.crt").display().to_string();
+    env.restart_function(&[("DB_CA_BUNDLE", &bundle), ("SSL_CERT_FILE", &platform)]).await;
+    let failure = env.rotate(&arn).await.expect_err("the bundle does not know the server's CA");
+    assert_eq!(failure.error.error_type, "DatabaseTlsFailed", "{}", failure.error.error_message);
+    assert!(failure.error.error_message.contains("UnknownIssuer"), "{}", failure.error.error_message);
+    // The platform's roots alone (no bundle) do know it.
+    env.restart_function(&[("SSL_CERT_FILE", &platform), ("DB_CA_BUNDLE", "")]).await;
+    let token = env.version_with(&arn, "AWSPENDING").await.expect("placeholder");
+    env.resume(&arn, &token).await.expect("trusted through the platform's store");
+    env.assert_no_leaks().await;
+}

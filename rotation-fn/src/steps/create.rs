@@ -11,15 +11,16 @@ use tracing::instrument;
 use super::{Outcome, StepContext};
 use crate::error::RotationError;
 use crate::store::PutOutcome;
+use crate::strategy::Strategy;
 
 #[instrument(skip_all)]
-pub async fn run(ctx: &StepContext<'_>) -> Result<Outcome, RotationError> {
+pub(crate) async fn run(ctx: &StepContext<'_>, strategy: Strategy) -> Result<Outcome, RotationError> {
     if ctx.written_pending().await?.is_some() {
         return Ok(Outcome::AlreadyCreated);
     }
     let current = ctx.current().await?;
-    let username = ctx.config.strategy.next_username(ctx, &current).await?;
-    let pending = current.with_credentials(username, ctx.config.password.generate());
+    let username = strategy.next_username(ctx, &current).await?;
+    let pending = current.with_credentials(username, ctx.password.generate());
     let value = pending.to_secret_string();
     let put =
         ctx.store.put_pending(ctx.arn(), &ctx.event.token, &value, ctx.event.rotation_token.as_deref(), &ctx.deadline);

@@ -13,10 +13,10 @@ use tracing::{info, instrument, warn};
 
 use super::{Outcome, StepContext};
 use crate::error::RotationError;
-use crate::stages::CURRENT;
+use crate::guard::CURRENT;
 
 #[instrument(skip_all)]
-pub async fn run(ctx: &StepContext<'_>) -> Result<Outcome, RotationError> {
+pub(crate) async fn run(ctx: &StepContext<'_>) -> Result<Outcome, RotationError> {
     let moved = ctx.store.move_current(ctx.arn(), &ctx.event.token, &ctx.current_version, &ctx.deadline).await;
     if let Err(error) = moved {
         let RotationError::Aws(_) = &error else { return Err(error) };

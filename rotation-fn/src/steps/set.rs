@@ -10,9 +10,10 @@ use tracing::instrument;
 
 use super::{Outcome, StepContext};
 use crate::error::RotationError;
+use crate::strategy::Strategy;
 
 #[instrument(skip_all)]
-pub async fn run(ctx: &StepContext<'_>) -> Result<Outcome, RotationError> {
+pub(crate) async fn run(ctx: &StepContext<'_>, strategy: Strategy) -> Result<Outcome, RotationError> {
     let pending = ctx.pending().await?;
-    ctx.config.strategy.set(ctx, &pending).await
+    strategy.set(ctx, &pending).await
 }

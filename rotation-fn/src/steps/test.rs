@@ -10,7 +10,7 @@ use super::{Outcome, StepContext};
 use crate::error::{Credential, RotationError};
 
 #[instrument(skip_all)]
-pub async fn run(ctx: &StepContext<'_>) -> Result<Outcome, RotationError> {
+pub(crate) async fn run(ctx: &StepContext<'_>) -> Result<Outcome, RotationError> {
     let pending = ctx.pending().await?;
     let mut session = ctx.login(&pending, Credential::Pending).await?;
     let user = session

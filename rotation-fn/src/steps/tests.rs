@@ -17,7 +17,7 @@ use crate::Rotator;
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::error::{AwsFailure, RotationError};
-use crate::stages::{CURRENT, PENDING, PREVIOUS, SecretState};
+use crate::guard::{CURRENT, PENDING, PREVIOUS, SecretState};
 use crate::store::{ApiFuture, PutOutcome, SecretsApi, Version, VersionInfo};
 
 const ARN: &str = "arn:aws:secretsmanager:eu-west-1:1:secret:app";
@@ -251,23 +251,45 @@ async fn a_secret_that_does_not_fit_the_configured_strategy_is_refused_before_an
 
 #[tokio::test]
 async fn alternating_create_names_the_alternate_and_accepts_an_rds_managed_master() {
-    let (rotator, fake) = setup("alternating-users", &[]);
+    // What RDS writes for ManageMasterUserPassword: no host, port or engine.
+    let rds_master = json!({"username": "postgres", "password": "m"});
+    let (rotator, fake) = setup("alternating-users", &[("DB_ENDPOINTS", "db.internal:5432")]);
     let mut current = app_secret("app", "old");
     current["masterarn"] = json!(MASTER);
-    fake.add(ARN, "v1", &[CURRENT], Some(current));
+    fake.add(ARN, "v1", &[CURRENT], Some(current.clone()));
     fake.add(ARN, "t", &[PENDING], None);
-    // What RDS writes for ManageMasterUserPassword: no host, port or engine.
-    fake.add(MASTER, "m1", &[CURRENT], Some(json!({"username": "postgres", "password": "m"})));
+    fake.add(MASTER, "m1", &[CURRENT], Some(rds_master.clone()));
     assert_eq!(outcome(step(&rotator, "createSecret", "t").await), "created");
     assert_eq!(fake.value(ARN, "t").unwrap()["username"], "app_clone");
 
+    // Without DB_ENDPOINTS the master's server would come from the app
+    // secret, which its writer chooses: refused, nothing written.
+    let (rotator, fake) = setup("alternating-users", &[]);
+    fake.add(ARN, "v1", &[CURRENT], Some(current.clone()));
+    fake.add(ARN, "t", &[PENDING], None);
+    fake.add(MASTER, "m1", &[CURRENT], Some(rds_master.clone()));
+    let err = step(&rotator, "createSecret", "t").await.unwrap_err();
+    assert_eq!(err.kind(), "InvalidSecret");
+    assert!(err.to_string().contains("DB_ENDPOINTS"), "{err}");
+    assert_eq!(fake.value(ARN, "t"), None);
+
+    // With it, an app secret naming another server is refused before anything.
+    let (rotator, fake) = setup("alternating-users", &[("DB_ENDPOINTS", "db.internal:5432")]);
+    let mut elsewhere = current.clone();
+    elsewhere["host"] = json!("attacker.example");
+    fake.add(ARN, "v1", &[CURRENT], Some(elsewhere));
+    fake.add(ARN, "t", &[PENDING], None);
+    fake.add(MASTER, "m1", &[CURRENT], Some(rds_master));
+    let err = step(&rotator, "createSecret", "t").await.unwrap_err();
+    assert!(err.to_string().contains("attacker.example:5432 is not among"), "{err}");
+    assert_eq!(fake.value(ARN, "t"), None);
+
     // A master that is one of the pair is refused.
     let (rotator, fake) = setup("alternating-users", &[]);
-    let mut current = app_secret("app", "old");
-    current["masterarn"] = json!(MASTER);
     fake.add(ARN, "v1", &[CURRENT], Some(current));
     fake.add(ARN, "t", &[PENDING], None);
-    fake.add(MASTER, "m1", &[CURRENT], Some(json!({"username": "app_clone", "password": "m"})));
+    let own = json!({"username": "app_clone", "password": "m", "host": "db.internal"});
+    fake.add(MASTER, "m1", &[CURRENT], Some(own));
     assert_eq!(step(&rotator, "createSecret", "t").await.unwrap_err().kind(), "InconsistentSecret");
     assert_eq!(fake.value(ARN, "t"), None);
 }

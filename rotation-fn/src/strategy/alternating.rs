@@ -19,21 +19,22 @@
 //!    never paired with.
 
 use db_secret::{DbSecret, MAX_IDENTIFIER_BYTES, SecretError};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::memberships::{Change, GrantRow, plan};
 use super::{ServerFacts, set_password};
-use crate::db::Session;
+use crate::context::{Outcome, StepContext};
 use crate::error::{Credential, RotationError};
+use crate::roles;
+use crate::session::Session;
 use crate::sql::{self, MemberOptions};
-use crate::steps::{Outcome, StepContext};
 
 /// Suffix of the second user (the one AWS's templates use, so existing
 /// secrets keep working).
-pub const CLONE_SUFFIX: &str = "_clone";
+pub(crate) const CLONE_SUFFIX: &str = "_clone";
 
 /// The user the next version carries: `name` ↔ `name_clone`.
-pub fn alternate_username(current: &str) -> Result<String, SecretError> {
+pub(crate) fn alternate_username(current: &str) -> Result<String, SecretError> {
     match current.strip_suffix(CLONE_SUFFIX) {
         Some(base) if !base.is_empty() => Ok(base.to_owned()),
         _ => {
@@ -50,15 +51,16 @@ pub fn alternate_username(current: &str) -> Result<String, SecretError> {
 }
 
 /// The original user of a pair, whichever of the two `name` is.
-pub fn base_username(name: &str) -> &str {
+pub(crate) fn base_username(name: &str) -> &str {
     match name.strip_suffix(CLONE_SUFFIX) {
         Some(base) if !base.is_empty() => base,
         _ => name,
     }
 }
 
-pub async fn next_username(ctx: &StepContext<'_>, current: &DbSecret) -> Result<String, RotationError> {
+pub(crate) async fn next_username(ctx: &StepContext<'_>, current: &DbSecret) -> Result<String, RotationError> {
     let master_arn = master_arn(ctx, current)?;
+    same_pair_as_before(ctx, current).await?;
     let username = alternate_username(&current.username).map_err(|source| RotationError::InvalidSecret {
         arn: ctx.arn().to_owned(),
         credential: Credential::Current,
@@ -72,7 +74,7 @@ pub async fn next_username(ctx: &StepContext<'_>, current: &DbSecret) -> Result<
     Ok(username)
 }
 
-pub async fn set(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Outcome, RotationError> {
+pub(crate) async fn set(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Outcome, RotationError> {
     let current = ctx.current().await?;
     let master_arn = master_arn(ctx, &current)?;
     // 1. The pair is the secret's own.
@@ -95,6 +97,7 @@ pub async fn set(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Outcome, R
             current.dbname
         )));
     }
+    same_pair_as_before(ctx, &current).await?;
     // 2. AWSCURRENT logs in.
     match ctx.login(&current, Credential::Current).await {
         Ok(session) => session.close().await,
@@ -117,17 +120,28 @@ pub async fn set(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Outcome, R
 
     // 3. The pair is anchored in the database.
     let clone_rows = grants(&mut session, &clone, facts, ctx).await?;
-    if role_exists(&mut session, &clone, ctx).await? {
-        if !clone_rows.iter().any(|r| r.group == base) {
+    if roles::exists(&mut session, &clone, &ctx.deadline).await? {
+        // Proof is a membership that gives the clone the original's
+        // privileges (INHERIT or SET); on 16+ a grant WITH INHERIT FALSE,
+        // SET FALSE gives nothing and anyone with ADMIN on the role can make it.
+        if !clone_rows.iter().any(|r| r.group == base && (r.options.inherit || r.options.set)) {
             return Err(ctx.inconsistent(format!(
-                "role {clone:?} exists but is not a member of {base:?}, so it is not {base:?}'s alternate user \
-                 (a clone this function creates always is); if it is, a DBA can say so with \
-                 GRANT {} TO {}",
+                "role {clone:?} exists but is not a member of {base:?} that inherits or may SET its privileges, \
+                 so it is not {base:?}'s alternate user (a clone this function creates always is); if it is, a DBA \
+                 can say so with GRANT {} TO {}",
                 sql::quote_ident(&base),
                 sql::quote_ident(&clone)
             )));
         }
-        let extra = extra_powers(&mut session, &base, &clone, ctx).await?;
+        let mut extra = roles::extra_powers(&mut session, &base, &clone, &ctx.deadline).await?;
+        let owned = roles::owned_objects(&mut session, &clone, &ctx.deadline).await?;
+        if owned > 0 {
+            extra.push(format!(
+                "owns {owned} object(s): REASSIGN OWNED BY {} TO {}",
+                sql::quote_ident(&clone),
+                sql::quote_ident(&base)
+            ));
+        }
         if !extra.is_empty() {
             return Err(ctx.inconsistent(format!(
                 "role {clone:?} has powers {base:?} lacks ({}); the rotation will not hand out its password",
@@ -146,6 +160,23 @@ pub async fn set(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Outcome, R
     set_password(&mut session, facts, pending, &ctx.deadline).await?;
     session.close().await;
     Ok(Outcome::PasswordSet)
+}
+
+/// The pair is derived from AWSCURRENT's user, and it is the secret's own:
+/// AWSPREVIOUS (the version AWSCURRENT replaced) names a user of the same
+/// pair. A writer who puts a new AWSCURRENT naming another role moves the
+/// real one to AWSPREVIOUS, and is refused here. A previous version that does
+/// not parse is no evidence either way.
+async fn same_pair_as_before(ctx: &StepContext<'_>, current: &DbSecret) -> Result<(), RotationError> {
+    let Ok(Some(previous)) = ctx.previous().await else { return Ok(()) };
+    if base_username(&previous.username) == base_username(&current.username) && previous.same_server(current) {
+        return Ok(());
+    }
+    Err(ctx.inconsistent(format!(
+        "AWSCURRENT names user {:?} on {}:{} but AWSPREVIOUS names {:?} on {}:{}, not the same pair: only the secret's \
+         own pair is rotated; if the change is intended, remove the AWSPREVIOUS label from the old version first",
+        current.username, current.host, current.port, previous.username, previous.host, previous.port
+    )))
 }
 
 fn master_arn<'s>(ctx: &StepContext<'_>, current: &'s DbSecret) -> Result<&'s str, RotationError> {
@@ -171,36 +202,6 @@ fn check_master(ctx: &StepContext<'_>, master: &DbSecret, app: &DbSecret) -> Res
         return Err(ctx.inconsistent("the master user cannot be one of the alternating users".into()));
     }
     Ok(())
-}
-
-async fn role_exists(session: &mut Session, role: &str, ctx: &StepContext<'_>) -> Result<bool, RotationError> {
-    session
-        .run("checking whether a role exists", &ctx.deadline, async |conn| {
-            sqlx::query_scalar::<_, bool>(sql::ROLE_EXISTS).bind(role).fetch_one(conn).await
-        })
-        .await
-}
-
-/// The role attributes `clone` has and `base` does not.
-async fn extra_powers(
-    session: &mut Session,
-    base: &str,
-    clone: &str,
-    ctx: &StepContext<'_>,
-) -> Result<Vec<&'static str>, RotationError> {
-    type Powers = (bool, bool, bool, bool, bool);
-    let mut read = async |role: &str| {
-        session
-            .run("reading role attributes", &ctx.deadline, async |conn| {
-                sqlx::query_as::<_, Powers>(sql::ROLE_POWERS).bind(role).fetch_optional(conn).await
-            })
-            .await
-    };
-    let base = read(base).await?.unwrap_or_default();
-    let clone = read(clone).await?.unwrap_or_default();
-    let names = ["SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS"];
-    let pairs = [(base.0, clone.0), (base.1, clone.1), (base.2, clone.2), (base.3, clone.3), (base.4, clone.4)];
-    Ok(names.into_iter().zip(pairs).filter(|(_, (b, c))| *c && !*b).map(|(n, _)| n).collect())
 }
 
 async fn grants(
@@ -241,6 +242,7 @@ async fn sync_memberships(
         return Ok(());
     }
     let mut revoked = Vec::new();
+    let mut kept = Vec::new();
     for change in &changes {
         match change {
             Change::Grant { group, options } => {
@@ -253,7 +255,7 @@ async fn sync_memberships(
                 match session.execute(&statement, &ctx.deadline).await {
                     Ok(()) => revoked.push(group.as_str()),
                     Err(RotationError::Database { failure, .. }) if failure.sqlstate() == Some("42501") => {
-                        warn!(role = %group, member = %clone, grantor = ?grantor, error = %failure, "could not revoke a membership the original does not have");
+                        kept.push(format!("{group} (granted by {})", grantor.as_deref().unwrap_or("unknown")));
                     }
                     Err(other) => return Err(other),
                 }
@@ -267,12 +269,25 @@ async fn sync_memberships(
         revoked.sort_unstable();
         revoked.dedup();
         for group in revoked {
-            if after.iter().any(|r| r.group == group) {
-                warn!(role = %group, member = %clone, "membership the original does not have is still granted (by another grantor)");
+            // Still there, and not because the original has it (a grant
+            // replaced with other options is revoked, then granted again).
+            if after.iter().any(|r| r.group == group) && !base_rows.iter().any(|r| r.group == group) {
+                kept.push(format!("{group} (by another grantor)"));
+            } else if after.iter().any(|r| r.group == group) {
+                info!(role = %group, member = %clone, "replaced a membership with the original's options");
             } else {
                 info!(role = %group, member = %clone, "revoked membership the original does not have");
             }
         }
+    }
+    if !kept.is_empty() {
+        // The clone would get powers the original lacks (pg_read_all_data,
+        // say) with the password this rotation hands out: stop before it is set.
+        return Err(ctx.inconsistent(format!(
+            "role {clone:?} holds memberships {base:?} lacks that the master cannot revoke: {}; a DBA with the \
+             grantor's rights must revoke them before the rotation hands out {clone:?}'s password",
+            kept.join(", ")
+        )));
     }
     Ok(())
 }

@@ -18,14 +18,14 @@ use crate::sql::MemberOptions;
 
 /// One row of `pg_auth_members` for a member: the group, who granted it, how.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantRow {
+pub(crate) struct GrantRow {
     pub group: String,
     pub grantor: Option<String>,
     pub options: MemberOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     Grant {
         group: String,
         options: MemberOptions,
@@ -53,7 +53,7 @@ fn effective(rows: &[GrantRow], per_grant_options: bool) -> BTreeMap<&str, Membe
 
 /// The changes that give `clone` exactly the memberships of `base` plus
 /// membership in `base` itself, with no grant made twice and none left over.
-pub fn plan(
+pub(crate) fn plan(
     base_rows: &[GrantRow],
     clone_rows: &[GrantRow],
     base: &str,

@@ -7,7 +7,10 @@
 //! database and then failed, or was abandoned. The pending login tells the
 //! first case; for the second, the function looks for the password the
 //! database has among the versions Secrets Manager still holds: AWSPREVIOUS,
-//! then the newest unlabelled versions (same user and server only). Whatever
+//! then every unlabelled version of the same user and server, newest first,
+//! for as long as the invocation's deadline allows (a count would let whoever
+//! writes the secret push the real one out of reach with a few puts; the
+//! error says how many were left untried). Whatever
 //! logs in then sets the pending password, so the database ends on a password
 //! AWSPENDING holds, never on one no version holds.
 
@@ -15,19 +18,19 @@ use db_secret::DbSecret;
 use tracing::{info, warn};
 
 use super::{ServerFacts, set_password};
-use crate::db::Session;
+use crate::context::{Outcome, StepContext};
 use crate::error::{Credential, DbFailure, RotationError};
-use crate::steps::{Outcome, StepContext};
+use crate::session::Session;
 
-/// How many unlabelled versions, newest first, setSecret tries after
-/// AWSCURRENT and AWSPREVIOUS are refused.
-pub const RECOVERY_CANDIDATES: usize = 5;
+/// Time kept back from the recovery search for setting the password once a
+/// login is found.
+const RECOVERY_RESERVE: std::time::Duration = std::time::Duration::from_secs(3);
 
-pub fn next_username(current: &DbSecret) -> String {
+pub(crate) fn next_username(current: &DbSecret) -> String {
     current.username.clone()
 }
 
-pub async fn set(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Outcome, RotationError> {
+pub(crate) async fn set(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Outcome, RotationError> {
     let current = ctx.current().await?;
     if !current.same_login(pending) || current.dbname != pending.dbname {
         return Err(ctx.inconsistent(format!(
@@ -85,14 +88,30 @@ async fn recover_login(
             Err(failure) => tried.push(format!("AWSPREVIOUS: {failure}")),
         },
     }
-    match unlabelled_candidates(ctx).await {
-        Ok(candidates) => {
-            let mut checked = 0;
-            for (id, candidate) in candidates {
-                checked += 1;
-                if !candidate.same_login(pending) {
-                    continue;
+    match unlabelled_versions(ctx).await {
+        Ok(ids) => {
+            if ids.is_empty() {
+                tried.push("no unlabelled versions".into());
+            }
+            let total = ids.len();
+            for (checked, id) in ids.into_iter().enumerate() {
+                if ctx.deadline.remaining() < RECOVERY_RESERVE {
+                    tried.push(format!(
+                        "{} of {total} unlabelled versions left untried: the invocation's deadline came first \
+                         (the retry tries them again)",
+                        total - checked
+                    ));
+                    break;
                 }
+                let candidate = match ctx.unlabelled(&id).await {
+                    Ok(Some(secret)) if secret.same_login(pending) => secret,
+                    Ok(_) => continue,
+                    Err(e @ (RotationError::InvalidSecret { .. } | RotationError::Refused { .. })) => {
+                        info!(version = %id, reason = %e, "unlabelled version skipped");
+                        continue;
+                    }
+                    Err(other) => return Err(other),
+                };
                 match try_login(ctx, &candidate, Credential::Unlabelled).await? {
                     Ok(session) => {
                         warn!(
@@ -104,9 +123,6 @@ async fn recover_login(
                     }
                     Err(failure) => tried.push(format!("unlabelled version {id}: {failure}")),
                 }
-            }
-            if checked == 0 {
-                tried.push("no unlabelled versions".into());
             }
         }
         Err(RotationError::Aws(aws)) if !aws.transient => tried.push(format!(
@@ -138,22 +154,10 @@ async fn try_login(
     }
 }
 
-/// The newest versions without a label, valid ones only, at most
-/// [`RECOVERY_CANDIDATES`] of them.
-async fn unlabelled_candidates(ctx: &StepContext<'_>) -> Result<Vec<(String, DbSecret)>, RotationError> {
+/// The ids of the versions without a label, newest first.
+async fn unlabelled_versions(ctx: &StepContext<'_>) -> Result<Vec<String>, RotationError> {
     let mut versions = ctx.store.list_versions(ctx.arn(), &ctx.deadline).await?;
     versions.retain(|v| v.stages.is_empty() && v.id != ctx.event.token && v.id != ctx.current_version);
     versions.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
-    let mut candidates = Vec::new();
-    for version in versions.into_iter().take(RECOVERY_CANDIDATES) {
-        match ctx.unlabelled(&version.id).await {
-            Ok(Some(secret)) => candidates.push((version.id, secret)),
-            Ok(None) => {}
-            Err(e @ (RotationError::InvalidSecret { .. } | RotationError::Refused { .. })) => {
-                info!(version = %version.id, reason = %e, "unlabelled version skipped");
-            }
-            Err(other) => return Err(other),
-        }
-    }
-    Ok(candidates)
+    Ok(versions.into_iter().map(|v| v.id).collect())
 }

@@ -24,18 +24,29 @@ pub struct Session {
 
 /// Logs in as `secret`'s user. The error is the classified failure, so
 /// callers can tell "wrong password" from "unreachable".
-pub async fn login(
+pub(crate) async fn login(
     connector: &Connector,
     secret: &DbSecret,
     credential: Credential,
     deadline: &Deadline,
 ) -> Result<Session, RotationError> {
-    let statement_budget = deadline.remaining();
+    let budget = deadline.remaining().as_millis().max(1).to_string();
     let connect = connector.connect(secret, |options| {
-        // Statements stop on the server, too, when the invocation runs out;
+        // A role may configure its own sessions (`ALTER ROLE CURRENT_USER SET
+        // …`), and single-user rotation logs in as the rotated role. Settings
+        // sent at connection start outrank the role's and database's, so the
+        // role cannot make this session read-only, act as another role, find
+        // our catalog queries in a schema of its own, or wait forever.
+        // Statements stop on the server, too, when the invocation runs out.
         // sqlx would log statement text through `log`, and ours carry verifiers.
         options
-            .options([("statement_timeout", statement_budget.as_millis().max(1).to_string())])
+            .options([
+                ("statement_timeout", budget.as_str()),
+                ("lock_timeout", budget.as_str()),
+                ("default_transaction_read_only", "off"),
+                ("search_path", "pg_catalog"),
+                ("role", "none"),
+            ])
             .disable_statement_logging()
     });
     let what = || format!("connecting to {}:{} as {credential} user {:?}", secret.host, secret.port, secret.username);

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-pub use db_secret::stages::{CURRENT, PENDING, PREVIOUS};
+pub(crate) use db_secret::stages::{CURRENT, PENDING, PREVIOUS};
 
 /// What DescribeSecret says about the secret's rotation and versions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
