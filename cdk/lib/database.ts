@@ -9,7 +9,7 @@
 // schema (`web-app migrate`); the provisioner (lib/provisioner.ts) creates both
 // database roles from these secrets.
 
-import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
@@ -20,6 +20,7 @@ import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct, type IDependable } from 'constructs';
 import { SUBNETS } from './network';
 import { functionLogGroup } from './rotation';
+import { BACKUP_WINDOW, MAINTENANCE_WINDOW } from './schedules';
 import { APP_USERNAME, DATABASE_NAME, MASTER_USERNAME, OWNER_USERNAME, type RotationStrategy } from './settings';
 
 export interface DatabaseProps {
@@ -47,8 +48,9 @@ export class Database extends Construct {
   readonly masterSecretAttachment: secretsmanager.ISecret;
   readonly appSecretAttachment: secretsmanager.ISecret;
   readonly ownerSecretAttachment: secretsmanager.ISecret;
-  readonly logGroup: logs.LogGroup;
-  readonly identifier: string;
+  /** /aws/rds/instance/<generated identifier>/postgresql, its retention set by CDK's log retention resource. */
+  readonly logGroupName: string;
+  readonly logRetentionRole: iam.Role;
 
   constructor(scope: Construct, id: string, props: DatabaseProps) {
     super(scope, id);
@@ -72,6 +74,9 @@ export class Database extends Construct {
     );
     this.ownerSecret = credentials('OwnerSecret', OWNER_USERNAME, DATABASE_NAME);
 
+    // A major version (the default) lets RDS pick its current default minor at
+    // creation and upgrade minors in the maintenance window; a pinned minor
+    // would fail new deployments once RDS stops offering it.
     const engine = rds.DatabaseInstanceEngine.postgres({
       version: rds.PostgresEngineVersion.of(props.postgresVersion, props.postgresVersion.split('.')[0]),
     });
@@ -87,23 +92,20 @@ export class Database extends Construct {
       },
     });
 
-    const identifier = instanceIdentifier(Stack.of(this).stackName);
-    this.identifier = identifier;
-    // RDS would create this group itself, without retention; create it first.
-    // RDS fixes its name, so a retained copy would block the next creation:
-    // `RetainExceptOnCreate` keeps it through updates and stack deletion (the
-    // database's own record) but removes it when a failed first deployment
-    // rolls back, so the retry starts clean. After a deliberate stack deletion
-    // it stays, like the final snapshot (cdk/README.md says how to redeploy).
-    this.logGroup = new logs.LogGroup(this, 'PostgresLogs', {
-      logGroupName: `/aws/rds/instance/${identifier}/postgresql`,
-      retention: props.logRetentionDays as logs.RetentionDays,
-      encryptionKey: props.encryptionKey,
-      removalPolicy: RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
+    // RDS writes its log to /aws/rds/instance/<identifier>/postgresql. The
+    // identifier is generated (a fixed one would block every update that
+    // replaces the instance), so the group's name is known only once the
+    // instance exists: CDK's log retention resource creates the group if RDS
+    // has not yet and sets its retention (and keeps its own function's log at
+    // one day). Its role may touch these two kinds of log group only.
+    const stack = Stack.of(this);
+    const logGroupArn = (name: string) => `arn:${stack.partition}:logs:${stack.region}:${stack.account}:log-group:${name}:*`;
+    this.logRetentionRole = new iam.Role(this, 'LogRetentionRole', {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: "Sets the retention of the database's PostgreSQL log group (and of its own log)",
     });
 
     this.instance = new rds.DatabaseInstance(this, 'Instance', {
-      instanceIdentifier: identifier,
       engine,
       instanceType: new ec2.InstanceType(props.instanceType),
       vpc: props.vpc,
@@ -130,11 +132,49 @@ export class Database extends Construct {
       deletionProtection: false,
       removalPolicy: RemovalPolicy.SNAPSHOT,
       backupRetention: Duration.days(7),
+      // Staggered away from the rotations (lib/schedules.ts).
+      preferredBackupWindow: BACKUP_WINDOW,
+      preferredMaintenanceWindow: MAINTENANCE_WINDOW,
       copyTagsToSnapshot: true,
       autoMinorVersionUpgrade: true,
       cloudwatchLogsExports: ['postgresql'],
+      cloudwatchLogsRetention: props.logRetentionDays as logs.RetentionDays,
+      // Immutable: CDK would add logs:PutRetentionPolicy on "*" to it.
+      cloudwatchLogsRetentionRole: this.logRetentionRole.withoutPolicyUpdates(),
     });
-    this.instance.node.addDependency(this.logGroup);
+    this.logGroupName = `/aws/rds/instance/${this.instance.instanceIdentifier}/postgresql`;
+    const retentionPolicy = new iam.Policy(this, 'LogRetentionPolicy', {
+        statements: [
+          new iam.PolicyStatement({
+            sid: 'TheDatabaseLogGroup',
+            actions: ['logs:CreateLogGroup', 'logs:PutRetentionPolicy', 'logs:DeleteRetentionPolicy'],
+            resources: [logGroupArn(this.logGroupName)],
+          }),
+          new iam.PolicyStatement({
+            sid: 'ItsOwnLogGroup',
+            actions: ['logs:CreateLogGroup', 'logs:PutRetentionPolicy', 'logs:DeleteRetentionPolicy', 'logs:CreateLogStream', 'logs:PutLogEvents'],
+            resources: [logGroupArn('/aws/lambda/*LogRetention*')],
+          }),
+        ],
+      roles: [this.logRetentionRole],
+    });
+    // The retention is set only once the role may do it.
+    for (const child of this.instance.node.children) {
+      if (child instanceof logs.LogRetention) child.node.addDependency(retentionPolicy);
+    }
+    const arnInFinding = (name: string) => `arn:${stack.partition}:logs:${stack.region}:${stack.account}:log-group:${name}:*`;
+    Validations.of(retentionPolicy).acknowledge(
+      {
+        id: `AwsSolutions-IAM5[Resource::${arnInFinding(`/aws/rds/instance/<${stack.getLogicalId(this.instance.node.defaultChild as rds.CfnDBInstance)}>/postgresql`)}]`,
+        reason: "The database's own log group; `:*` is how a log group ARN covers its streams. No other group.",
+      },
+      {
+        id: `AwsSolutions-IAM5[Resource::${arnInFinding('/aws/lambda/*LogRetention*')}]`,
+        reason:
+          "CDK's log retention function names its own log group after its generated function name (unknown until deployment); " +
+          'it may only create that group, write to it and set its retention.',
+      },
+    );
 
     this.masterSecretAttachment = this.instance.secret!;
     this.appSecretAttachment = this.appSecret.attach(this.instance);
@@ -166,7 +206,7 @@ export class DeletionProtectionGuard extends Construct {
   constructor(scope: Construct, id: string, props: DeletionProtectionGuardProps) {
     super(scope, id);
     const stack = Stack.of(this);
-    const identifier = props.database.identifier;
+    const identifier = props.database.instance.instanceIdentifier;
     const logGroup = functionLogGroup(this, 'Logs', props.logRetentionDays, props.encryptionKey);
     this.role = new iam.Role(this, 'Role', {
       assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
@@ -192,7 +232,7 @@ export class DeletionProtectionGuard extends Construct {
       service: 'RDS',
       action: 'modifyDBInstance',
       parameters: { DBInstanceIdentifier: identifier, DeletionProtection: true, ApplyImmediately: true },
-      physicalResourceId: cr.PhysicalResourceId.of(`deletion-protection/${identifier}`),
+      physicalResourceId: cr.PhysicalResourceId.of('deletion-protection'),
       // The answer describes the whole instance; CloudFormation takes 4 KB.
       outputPaths: ['DBInstance.DBInstanceIdentifier'],
       logging: cr.Logging.withDataHidden(),
@@ -208,15 +248,4 @@ export class DeletionProtectionGuard extends Construct {
     });
     this.resource.node.addDependency(props.database.instance, ...props.after);
   }
-}
-
-/** An RDS identifier from the stack name: lower case, letters, digits and hyphens. */
-export function instanceIdentifier(stackName: string): string {
-  const base = stackName
-    .toLowerCase()
-    .replace(/[^a-z0-9-]/g, '-')
-    .replace(/-+/g, '-')
-    .replace(/^-|-$/g, '');
-  const name = `${/^[a-z]/.test(base) ? base : `db-${base}`}-postgres`;
-  return name.slice(0, 63).replace(/-$/, '');
 }

@@ -19,6 +19,7 @@
 // new version appear in Secrets Manager and every instance move to it.
 
 import { Duration, Stack } from 'aws-cdk-lib';
+import type * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
@@ -27,6 +28,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as rds from 'aws-cdk-lib/aws-rds';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
@@ -43,8 +45,13 @@ export interface OperationsProps {
   readonly alertEmail?: string;
   readonly encryptionKey?: kms.IKey;
   readonly rotations: WatchedFunction[];
-  readonly loadBalancer: elbv2.ApplicationLoadBalancer;
-  readonly targetGroup: elbv2.ApplicationTargetGroup;
+  /** Absent with -c loadBalancer=false. */
+  readonly loadBalancer?: elbv2.ApplicationLoadBalancer;
+  readonly targetGroup?: elbv2.ApplicationTargetGroup;
+  readonly database: rds.DatabaseInstance;
+  /** The database instance class's memory-derived max_connections, for the connections alarm. */
+  readonly maxConnections: number;
+  readonly group: autoscaling.AutoScalingGroup;
   /** The app's stdout, one stream per instance. */
   readonly appLogGroup: logs.ILogGroup;
   readonly fleetSize: number;
@@ -171,26 +178,91 @@ export class Operations extends Construct {
         treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       });
     }
-    const tg = props.targetGroup.metrics;
-    const target5xx = tg.httpCodeTarget(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, { period: Duration.minutes(1), statistic: 'Sum' });
-    alarm('Target5xx', {
-      alarmDescription: 'The app answered 5xx through the load balancer (a rotation should cause none)',
-      metric: target5xx,
-      threshold: 5,
+    // The database: CPU, free storage (autoscaling storage has a ceiling),
+    // connections near the instance class's limit.
+    const db = props.database;
+    alarm('DatabaseCpu', {
+      alarmDescription: 'Database CPU above 80 % for 15 minutes',
+      metric: db.metricCPUUtilization({ period: fiveMinutes, statistic: 'Average' }),
+      threshold: 80,
       evaluationPeriods: 3,
-      datapointsToAlarm: 2,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    const unhealthy = tg.unhealthyHostCount({ period: Duration.minutes(1), statistic: 'Maximum' });
-    alarm('UnhealthyInstances', {
-      alarmDescription: 'An instance fails /ready (it cannot reach the database with its current login)',
-      metric: unhealthy,
+    alarm('DatabaseFreeStorage', {
+      alarmDescription: 'Database free storage below 2 GiB (storage autoscaling stops at its maximum)',
+      metric: db.metricFreeStorageSpace({ period: fiveMinutes, statistic: 'Minimum' }),
+      threshold: 2 * 1024 ** 3,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    alarm('DatabaseConnections', {
+      alarmDescription: `Database connections above 80 % of the instance class's ${props.maxConnections}`,
+      metric: db.metricDatabaseConnections({ period: fiveMinutes, statistic: 'Maximum' }),
+      threshold: Math.floor(props.maxConnections * 0.8),
+      evaluationPeriods: 2,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    // The fleet: fewer instances in service than its size (launch failures,
+    // EC2 status-check replacements that do not come back). Missing data is
+    // not a breach: the metrics start a few minutes after the group, and an
+    // empty group still reports 0.
+    alarm('InstancesInService', {
+      alarmDescription: `Fewer than ${props.fleetSize} web app instances in service for 10 minutes`,
+      metric: new cloudwatch.Metric({
+        namespace: 'AWS/AutoScaling',
+        metricName: 'GroupInServiceInstances',
+        dimensionsMap: { AutoScalingGroupName: props.group.autoScalingGroupName },
+        period: fiveMinutes,
+        statistic: 'Minimum',
+      }),
+      threshold: props.fleetSize,
+      evaluationPeriods: 2,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    // The rule itself: a rotation failure that EventBridge could not deliver
+    // to the topic (a key or topic policy broken) would otherwise be silent.
+    alarm('AlertDeliveryFailures', {
+      alarmDescription: 'EventBridge failed to deliver a rotation failure event to the alert topic',
+      metric: new cloudwatch.Metric({
+        namespace: 'AWS/Events',
+        metricName: 'FailedInvocations',
+        dimensionsMap: { RuleName: this.rule.ruleName },
+        period: fiveMinutes,
+        statistic: 'Sum',
+      }),
       threshold: 1,
-      evaluationPeriods: 3,
+      evaluationPeriods: 1,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
+
+    const tg = props.targetGroup?.metrics;
+    const loadBalancer = props.loadBalancer;
+    const target5xx = tg?.httpCodeTarget(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, { period: Duration.minutes(1), statistic: 'Sum' });
+    const unhealthy = tg?.unhealthyHostCount({ period: Duration.minutes(1), statistic: 'Maximum' });
+    if (target5xx && unhealthy) {
+      alarm('Target5xx', {
+        alarmDescription: 'The app answered 5xx through the load balancer (a rotation should cause none)',
+        metric: target5xx,
+        threshold: 5,
+        evaluationPeriods: 3,
+        datapointsToAlarm: 2,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      alarm('UnhealthyInstances', {
+        alarmDescription: 'An instance fails /ready (it cannot reach the database with its current login)',
+        metric: unhealthy,
+        threshold: 1,
+        evaluationPeriods: 3,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+    }
 
     this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
       defaultInterval: Duration.hours(3),
@@ -226,32 +298,34 @@ export class Operations extends Construct {
         left: fnMetric((f) => f.metricDuration({ period: Duration.minutes(1), statistic: 'Maximum' })),
       }),
     );
-    this.dashboard.addWidgets(
-      new cloudwatch.GraphWidget({
-        title: 'Requests through the load balancer',
-        width: 8,
-        left: [props.loadBalancer.metrics.requestCount({ period: Duration.minutes(1), statistic: 'Sum' })],
-        right: [tg.targetResponseTime({ period: Duration.minutes(1), statistic: 'p99' }).with({ label: 'p99 response time (s)' })],
-      }),
-      new cloudwatch.GraphWidget({
-        title: '5xx: from the app, from the load balancer',
-        width: 8,
-        left: [
-          target5xx.with({ label: 'target 5xx' }),
-          props.loadBalancer.metrics
-            .httpCodeElb(elbv2.HttpCodeElb.ELB_5XX_COUNT, { period: Duration.minutes(1), statistic: 'Sum' })
-            .with({ label: 'load balancer 5xx' }),
-        ],
-      }),
-      new cloudwatch.GraphWidget({
-        title: 'Instances passing /ready',
-        width: 8,
-        left: [
-          tg.healthyHostCount({ period: Duration.minutes(1), statistic: 'Minimum' }).with({ label: 'healthy' }),
-          unhealthy.with({ label: 'unhealthy' }),
-        ],
-      }),
-    );
+    if (loadBalancer && tg && target5xx && unhealthy) {
+      this.dashboard.addWidgets(
+        new cloudwatch.GraphWidget({
+          title: 'Requests through the load balancer',
+          width: 8,
+          left: [loadBalancer.metrics.requestCount({ period: Duration.minutes(1), statistic: 'Sum' })],
+          right: [tg.targetResponseTime({ period: Duration.minutes(1), statistic: 'p99' }).with({ label: 'p99 response time (s)' })],
+        }),
+        new cloudwatch.GraphWidget({
+          title: '5xx: from the app, from the load balancer',
+          width: 8,
+          left: [
+            target5xx.with({ label: 'target 5xx' }),
+            loadBalancer.metrics
+              .httpCodeElb(elbv2.HttpCodeElb.ELB_5XX_COUNT, { period: Duration.minutes(1), statistic: 'Sum' })
+              .with({ label: 'load balancer 5xx' }),
+          ],
+        }),
+        new cloudwatch.GraphWidget({
+          title: 'Instances passing /ready',
+          width: 8,
+          left: [
+            tg.healthyHostCount({ period: Duration.minutes(1), statistic: 'Minimum' }).with({ label: 'healthy' }),
+            unhealthy.with({ label: 'unhealthy' }),
+          ],
+        }),
+      );
+    }
     this.dashboard.addWidgets(
       new cloudwatch.GraphWidget({
         title: 'Credential switches, by secret version',

@@ -35,6 +35,7 @@ import {
   VPC_ATTACH_ACKNOWLEDGEMENT,
   vpcFunctionStatements,
 } from './rotation';
+import { DATABASE_NAME } from './settings';
 
 export interface DatabaseProvisionerProps extends BootstrapFunctionProps {
   /** The secrets as attached to the instance: host and port must be in them first. */
@@ -85,7 +86,14 @@ export class DatabaseProvisioner extends Construct {
       timeout: Duration.seconds(PROVISIONER_TIMEOUT_SECONDS),
       role: this.role,
       logGroup: this.logGroup,
-      environment: {},
+      // The provisioner acts only for this stack's secrets and database: an
+      // invocation naming others (anyone who may invoke it) is refused.
+      environment: {
+        PROVISION_MASTER_SECRET_ARN: props.masterSecret.secretArn,
+        PROVISION_APP_SECRET_ARN: props.appSecret.secretArn,
+        PROVISION_OWNER_SECRET_ARN: props.ownerSecret.secretArn,
+        PROVISION_DATABASE: DATABASE_NAME,
+      },
     });
 
     // The framework's function answers CloudFormation (a pre-signed S3 URL on

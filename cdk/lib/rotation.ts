@@ -17,6 +17,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { SUBNETS } from './network';
+import type { RotationSchedule } from './schedules';
 import type { RotationStrategy } from './settings';
 
 export interface SecretRotationProps extends BootstrapFunctionProps {
@@ -27,7 +28,8 @@ export interface SecretRotationProps extends BootstrapFunctionProps {
   readonly strategy: RotationStrategy;
   /** Alternating users only: the master secret, read to log in as the master user. */
   readonly masterSecret?: secretsmanager.ISecret;
-  readonly rotationDays: number;
+  /** When Secrets Manager rotates: a cron expression and a window (lib/schedules.ts). */
+  readonly schedule: RotationSchedule;
   readonly passwordLength: number;
   readonly excludeCharacters: string;
   readonly logRetentionDays: number;
@@ -90,9 +92,14 @@ export function vpcFunctionStatements(logGroup: logs.ILogGroup): iam.PolicyState
 }
 
 /** KMS through Secrets Manager only, for secrets encrypted with the stack's key. */
-export function secretsKeyStatement(key: kms.IKey, region: string, actions: string[]): iam.PolicyStatement {
+export function secretsKeyStatement(
+  key: kms.IKey,
+  region: string,
+  actions: string[],
+  sid = 'UseTheKeyThroughSecretsManager',
+): iam.PolicyStatement {
   return new iam.PolicyStatement({
-    sid: 'UseTheKeyThroughSecretsManager',
+    sid,
     actions,
     resources: [key.keyArn],
     conditions: { StringEquals: { 'kms:ViaService': `secretsmanager.${region}.amazonaws.com` } },
@@ -108,6 +115,12 @@ export interface BootstrapFunctionProps {
   readonly vpc: ec2.IVpc;
   readonly securityGroup: ec2.ISecurityGroup;
   readonly encryptionKey?: kms.IKey;
+  /**
+   * `DB_ENDPOINTS`: the comma-separated `host:port` list the binary may log in
+   * at (the database instance's endpoint). A secret naming another host is
+   * refused, so a tampered secret cannot send the master's password elsewhere.
+   */
+  readonly dbEndpoints: string;
 }
 
 /**
@@ -145,7 +158,13 @@ export function bootstrapFunction(
     // The variables hold no secret (strategy, length, a path); with a
     // customer-managed key they are encrypted with it like everything else.
     environmentEncryption: props.encryptionKey,
-    environment: { ...props.environment, DB_CA_BUNDLE: props.caBundlePath, DB_TLS: 'verify-full', RUST_LOG: 'info' },
+    environment: {
+      ...props.environment,
+      DB_CA_BUNDLE: props.caBundlePath,
+      DB_TLS: 'verify-full',
+      DB_ENDPOINTS: props.dbEndpoints,
+      RUST_LOG: 'info',
+    },
   });
 }
 
@@ -237,7 +256,8 @@ export class SecretRotation extends Construct {
     this.schedule = new secretsmanager.CfnRotationSchedule(this, 'Schedule', {
       secretId: props.secretAttachment.secretArn,
       rotationLambdaArn: this.function.functionArn,
-      rotationRules: { automaticallyAfterDays: props.rotationDays },
+      // A cron expression and a window, staggered per secret (lib/schedules.ts).
+      rotationRules: { scheduleExpression: props.schedule.scheduleExpression, duration: props.schedule.duration },
       // Without an immediate rotation, Secrets Manager tests the configuration
       // by running testSecret at deployment; the stack makes the schedule wait
       // for the database logins (lib/provisioner.ts) so that test finds them.

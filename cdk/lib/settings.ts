@@ -7,6 +7,7 @@ import * as path from 'node:path';
 
 export type RotationStrategy = 'single-user' | 'alternating-users';
 export type CpuArchitecture = 'arm64' | 'x86_64';
+export type RotationCadence = 1 | 7 | 30;
 
 export interface Settings {
   /** Directory holding the rotation function's `bootstrap` (cargo-lambda output). */
@@ -16,8 +17,12 @@ export interface Settings {
   readonly webAppImageDir: string;
   readonly webAppArchitecture: CpuArchitecture;
   readonly rotationStrategy: RotationStrategy;
-  /** Days between scheduled rotations of each rotated secret. */
-  readonly rotationDays: number;
+  /**
+   * Rotation cadence in days: 1 (daily), 7 (weekly) or 30 (monthly, the first
+   * week of the month). lib/schedules.ts turns it into staggered cron schedules
+   * with a window, one per secret.
+   */
+  readonly rotationDays: RotationCadence;
   /** Also rotate the master user's secret (single-user, by its own function). */
   readonly rotateMasterSecret: boolean;
   /** One customer-managed KMS key for secrets, database, volume, logs and topic. */
@@ -26,7 +31,10 @@ export interface Settings {
   /** Web app instances behind the load balancer (the Auto Scaling group's size). */
   readonly fleetSize: number;
   readonly multiAz: boolean;
-  /** Full PostgreSQL engine version, pinned (for example 17.9). */
+  /**
+   * PostgreSQL engine version: a major version (17, the default: RDS picks its
+   * default minor and upgrades minors automatically) or a full one (17.9) to pin.
+   */
   readonly postgresVersion: string;
   readonly dbInstanceType: string;
   readonly appInstanceType: string;
@@ -36,6 +44,12 @@ export interface Settings {
   /** E-mail address subscribed to rotation failure alerts (none when empty). */
   readonly alertEmail?: string;
   readonly logRetentionDays: number;
+  /** An internal Application Load Balancer in front of the fleet (opt-out: reach instances by port forward). */
+  readonly loadBalancer: boolean;
+  /** Zones the interface endpoints have network interfaces in (1: cheaper, the zone's outage cuts AWS API access). */
+  readonly endpointZones: 1 | 2;
+  /** Session Manager: its two endpoints and the instance role's agent permissions (opt-out saves two endpoints). */
+  readonly sessionManager: boolean;
   readonly passwordLength: number;
   readonly excludeCharacters: string;
   /** Lookups CDK performs at deploy time; pass them to synthesise offline. */
@@ -73,12 +87,15 @@ export function defaultSettings(): Settings {
     deletionProtection: true,
     fleetSize: 2,
     multiAz: false,
-    postgresVersion: '17.9',
+    postgresVersion: '17',
     dbInstanceType: 't4g.micro',
     appInstanceType: 't3.micro',
     vpcCidr: '10.20.0.0/16',
     appIngressCidr: '10.20.0.0/16',
     logRetentionDays: 365,
+    loadBalancer: true,
+    endpointZones: 2,
+    sessionManager: true,
     passwordLength: 32,
     excludeCharacters: DEFAULT_EXCLUDE_CHARACTERS,
   };
@@ -142,7 +159,7 @@ export function settingsFromContext(get: Lookup): Settings {
     webAppImageDir: dir('webAppImageDir', d.webAppImageDir),
     webAppArchitecture,
     rotationStrategy: oneOf<RotationStrategy>('rotationStrategy', d.rotationStrategy, ['single-user', 'alternating-users']),
-    rotationDays: int('rotationDays', d.rotationDays, 1, 365),
+    rotationDays: cadence(str('rotationDays')) ?? d.rotationDays,
     rotateMasterSecret: bool('rotateMasterSecret', d.rotateMasterSecret),
     customerManagedKey: bool('customerManagedKey', d.customerManagedKey),
     deletionProtection: bool('deletionProtection', d.deletionProtection),
@@ -155,6 +172,9 @@ export function settingsFromContext(get: Lookup): Settings {
     appIngressCidr: cidr('appIngressCidr', str('appIngressCidr') ?? vpcCidr),
     alertEmail: emailOrNone(str('alertEmail')),
     logRetentionDays: int('logRetentionDays', d.logRetentionDays, 1, 3653),
+    loadBalancer: bool('loadBalancer', d.loadBalancer),
+    endpointZones: int('endpointZones', d.endpointZones, 1, 2) as 1 | 2,
+    sessionManager: bool('sessionManager', d.sessionManager),
     passwordLength: int('passwordLength', d.passwordLength, 16, 128),
     excludeCharacters: str('excludeCharacters') ?? d.excludeCharacters,
     availabilityZones: list('availabilityZones'),
@@ -179,10 +199,19 @@ function cidr(key: string, v: string): string {
 }
 
 function pgVersion(v: string): string {
-  if (!/^\d{2}\.\d+$/.test(v)) {
-    throw new Error(`context postgresVersion: expected a full version such as 17.9, got ${JSON.stringify(v)}`);
+  if (!/^\d{2}(\.\d+)?$/.test(v)) {
+    throw new Error(`context postgresVersion: expected a major version such as 17 or a full one such as 17.9, got ${JSON.stringify(v)}`);
   }
   return v;
+}
+
+function cadence(v: string | undefined): RotationCadence | undefined {
+  if (v === undefined) return undefined;
+  if (v === '1' || v === '7' || v === '30') return Number(v) as RotationCadence;
+  throw new Error(
+    `context rotationDays: expected 1 (daily), 7 (weekly) or 30 (monthly), got ${JSON.stringify(v)}: ` +
+      'the schedules are staggered cron expressions with a window (lib/schedules.ts)',
+  );
 }
 
 function emailOrNone(v: string | undefined): string | undefined {

@@ -1,30 +1,31 @@
 // The whole deployment: network, database and secrets, the database logins,
-// rotation, the web app fleet, alerts and the dashboard. Each part is its own
-// construct in its own file; this file wires them together, orders what must
-// wait for what, and states the operator's opt-outs. The image repository is a
-// stack of its own (lib/image-registry.ts, wired in lib/app.ts).
+// rotation, the web app image, its schema migration and fleet, alerts and the
+// dashboard. Each part is its own construct in its own file; this file wires
+// them together, orders what must wait for what, and states the operator's
+// opt-outs.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CfnOutput, Duration, Stack, Token, Validations, type StackProps } from 'aws-cdk-lib';
-import * as ecr from 'aws-cdk-lib/aws-ecr';
+import { CfnOutput, Duration, IgnoreMode, Stack, Token, Validations, type StackProps } from 'aws-cdk-lib';
+import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { Construct } from 'constructs';
 import { Database, DeletionProtectionGuard } from './database';
+import { WebAppImage } from './image-registry';
+import { SchemaMigration } from './migration';
 import { Network } from './network';
 import { Operations } from './operations';
 import { DatabaseProvisioner } from './provisioner';
 import { LAMBDA_CA_BUNDLE_PATH, rdsCaBundlePem, rdsCaLayerDirectory } from './rds-ca-bundle';
 import { ROTATION_TIMEOUT_SECONDS, SecretRotation } from './rotation';
+import { rotationSchedule, type RotatedSecret } from './schedules';
 import { ADMIN_PORT, APP_PORT, DB_PORT, LISTENER_PORT, type RotationStrategy, type Settings } from './settings';
 import { WebAppFleet } from './web-app-fleet';
 
 export interface PgRotationStackProps extends StackProps {
   readonly settings: Settings;
-  /** The web app's repository, created by the image registry stack this one depends on. */
-  readonly imageRepositoryName: string;
 }
 
 export class PgRotationStack extends Stack {
@@ -34,6 +35,8 @@ export class PgRotationStack extends Stack {
   readonly appRotation: SecretRotation;
   readonly masterRotation?: SecretRotation;
   readonly ownerRotation: SecretRotation;
+  readonly image: WebAppImage;
+  readonly migration: SchemaMigration;
   readonly webApp: WebAppFleet;
   readonly operations: Operations;
   readonly deletionProtection?: DeletionProtectionGuard;
@@ -62,6 +65,9 @@ export class PgRotationStack extends Stack {
       logRetentionDays: s.logRetentionDays,
       encryptionKey: this.key,
       s3PrefixListId: s.s3PrefixListId,
+      loadBalancer: s.loadBalancer,
+      endpointZones: s.endpointZones,
+      sessionManager: s.sessionManager,
     });
 
     this.database = new Database(this, 'Database', {
@@ -79,6 +85,10 @@ export class PgRotationStack extends Stack {
       encryptionKey: this.key,
     });
     const db = this.database;
+    // The one server every database client may log in at (DB_ENDPOINTS,
+    // APP_DB_ENDPOINTS): a secret's host is checked against it, so a tampered
+    // secret cannot send a password to another server.
+    const dbEndpoints = `${db.instance.dbInstanceEndpointAddress}:${db.instance.dbInstanceEndpointPort}`;
     this.network.restrictSecretsManagerEndpointTo([db.appSecret.secretArn, db.masterSecret.secretArn, db.ownerSecret.secretArn]);
     this.acknowledgeDatabaseChoices(s);
 
@@ -100,10 +110,11 @@ export class PgRotationStack extends Stack {
       securityGroup: this.network.rotationSecurityGroup,
       logRetentionDays: s.logRetentionDays,
       encryptionKey: this.key,
+      dbEndpoints,
     };
 
     // The logins first: the rotation schedules' deployment-time test and the
-    // instances' `web-app migrate` need them. The provisioner reaches the
+    // migration instance's `web-app migrate` need them. The provisioner reaches the
     // database and Secrets Manager through the network (endpoint, rules).
     this.provisioner = new DatabaseProvisioner(this, 'DatabaseLogins', {
       ...artifact,
@@ -113,26 +124,32 @@ export class PgRotationStack extends Stack {
     });
     this.provisioner.resource.node.addDependency(this.network, db.instance);
 
-    const rotation = (rotationId: string, secret: Database['appSecret'], attachment: Database['appSecretAttachment'], strategy: RotationStrategy) => {
+    const rotation = (
+      rotationId: string,
+      which: RotatedSecret,
+      secret: Database['appSecret'],
+      attachment: Database['appSecretAttachment'],
+      strategy: RotationStrategy,
+    ) => {
       const r = new SecretRotation(this, rotationId, {
         ...artifact,
         secret,
         secretAttachment: attachment,
         strategy,
         masterSecret: strategy === 'alternating-users' ? db.masterSecret : undefined,
-        rotationDays: s.rotationDays,
+        schedule: rotationSchedule(which, s.rotationDays),
         passwordLength: s.passwordLength,
         excludeCharacters: s.excludeCharacters,
       });
       r.schedule.node.addDependency(this.provisioner.resource);
       return r;
     };
-    this.appRotation = rotation('AppSecretRotation', db.appSecret, db.appSecretAttachment, s.rotationStrategy);
-    // The owner's login only runs `web-app migrate`; it rotates on the same
-    // schedule, single-user (the role must stay the owner of the schema).
-    this.ownerRotation = rotation('OwnerSecretRotation', db.ownerSecret, db.ownerSecretAttachment, 'single-user');
+    this.appRotation = rotation('AppSecretRotation', 'app', db.appSecret, db.appSecretAttachment, s.rotationStrategy);
+    // The owner's login only runs `web-app migrate`; it rotates single-user
+    // (the role must stay the owner of the schema), in a window of its own.
+    this.ownerRotation = rotation('OwnerSecretRotation', 'owner', db.ownerSecret, db.ownerSecretAttachment, 'single-user');
     if (s.rotateMasterSecret) {
-      this.masterRotation = rotation('MasterSecretRotation', db.masterSecret, db.masterSecretAttachment, 'single-user');
+      this.masterRotation = rotation('MasterSecretRotation', 'master', db.masterSecret, db.masterSecretAttachment, 'single-user');
     } else {
       Validations.of(db.masterSecret).acknowledge({
         id: 'AwsSolutions-SMG4',
@@ -142,31 +159,68 @@ export class PgRotationStack extends Stack {
       });
     }
 
-    const imageRepository = ecr.Repository.fromRepositoryName(this, 'ImageRepository', props.imageRepositoryName);
+    // The image: published by `cdk deploy` to the bootstrap's repository,
+    // copied into the stack's own during the deployment (lib/image-registry.ts).
+    // The build context's .dockerignore lets in only what the image needs (the
+    // workspace manifests, the lock file, web-app's and db-secret's sources); CDK
+    // applies the same file when it hashes the context, so a change anywhere
+    // else (tests, cdk, docs, the rotation function) changes neither the image
+    // nor the launch templates.
+    const asset = new ecrAssets.DockerImageAsset(this, 'WebAppImageAsset', {
+      directory: s.webAppImageDir,
+      file: 'Dockerfile',
+      platform: s.webAppArchitecture === 'arm64' ? ecrAssets.Platform.LINUX_ARM64 : ecrAssets.Platform.LINUX_AMD64,
+      ignoreMode: IgnoreMode.DOCKER,
+    });
+    this.image = new WebAppImage(this, 'WebAppImage', {
+      asset,
+      architecture: s.webAppArchitecture,
+      logRetentionDays: s.logRetentionDays,
+      encryptionKey: this.key,
+    });
+    const dbCaBundlePem = rdsCaBundlePem(this.region);
     this.webApp = new WebAppFleet(this, 'WebApp', {
       vpc: this.network.vpc,
       subnets: this.network.appSubnets,
       securityGroup: this.network.appSecurityGroup,
       loadBalancerSecurityGroup: this.network.loadBalancerSecurityGroup,
       appSecret: db.appSecret,
-      ownerSecret: db.ownerSecret,
+      dbEndpoints,
       appPort: APP_PORT,
       adminPort: ADMIN_PORT,
       listenerPort: LISTENER_PORT,
-      imageDirectory: s.webAppImageDir,
-      imageRepositoryArn: imageRepository.repositoryArn,
+      imageUri: this.image.imageUri,
+      imageRepositoryArn: this.image.repository.repositoryArn,
       architecture: s.webAppArchitecture,
       instanceType: s.appInstanceType,
       fleetSize: s.fleetSize,
-      dbCaBundlePem: rdsCaBundlePem(this.region),
+      dbCaBundlePem,
       logRetentionDays: s.logRetentionDays,
       encryptionKey: this.key,
+      sessionManager: s.sessionManager,
     });
-    // Instances run `web-app migrate` as the owner before they serve.
-    this.webApp.group.node.addDependency(this.provisioner.resource, this.network);
+    // The schema, once per image, by an instance of its own (the owner's
+    // login never reaches a serving instance); the fleet changes only after it.
+    this.migration = new SchemaMigration(this, 'SchemaMigration', {
+      vpc: this.network.vpc,
+      subnets: this.network.appSubnets,
+      securityGroup: this.network.appSecurityGroup,
+      ownerSecret: db.ownerSecret,
+      dbEndpoints,
+      imageUri: this.image.imageUri,
+      imageRepositoryArn: this.image.repository.repositoryArn,
+      architecture: s.webAppArchitecture,
+      instanceType: s.appInstanceType,
+      dbCaBundlePem,
+      logGroup: this.webApp.logGroup,
+      encryptionKey: this.key,
+    });
+    this.migration.instance.node.addDependency(this.image.copy, this.provisioner.resource, this.network);
+    this.webApp.group.node.addDependency(this.migration.instance, this.image.copy, this.network);
     this.network.restrictHostEndpoints({
       instanceRoleArn: this.webApp.role.roleArn,
-      imageRepositoryArn: imageRepository.repositoryArn,
+      migrationRoleArn: this.migration.role.roleArn,
+      imageRepositoryArn: this.image.repository.repositoryArn,
       appLogGroupArn: this.webApp.logGroup.logGroupArn,
       stackId: this.stackId,
     });
@@ -189,6 +243,9 @@ export class PgRotationStack extends Stack {
       targetGroup: this.webApp.targetGroup,
       appLogGroup: this.webApp.logGroup,
       fleetSize: s.fleetSize,
+      database: db.instance,
+      maxConnections: approximateMaxConnections(s.dbInstanceType),
+      group: this.webApp.group,
     });
 
     if (s.deletionProtection) {
@@ -201,6 +258,8 @@ export class PgRotationStack extends Stack {
           this.appRotation,
           this.ownerRotation,
           ...(this.masterRotation ? [this.masterRotation] : []),
+          this.image,
+          this.migration,
           this.webApp,
           this.operations,
         ],
@@ -221,7 +280,10 @@ export class PgRotationStack extends Stack {
     }
     out('DatabaseLoginsLogGroup', this.provisioner.logGroup.logGroupName, 'the provisioner\'s log (deployment time)');
     out('DatabaseEndpoint', db.instance.dbInstanceEndpointAddress, 'PostgreSQL host');
-    out('LoadBalancerDnsName', this.webApp.loadBalancer.loadBalancerDnsName, `http://<this>:${LISTENER_PORT}/ from appIngressCidr`);
+    if (this.webApp.loadBalancer) {
+      out('LoadBalancerDnsName', this.webApp.loadBalancer.loadBalancerDnsName, `http://<this>:${LISTENER_PORT}/ from appIngressCidr`);
+    }
+    out('ImageRepositoryUri', this.image.repository.repositoryUri, "the stack's own repository (only the copy function pushes)");
     out('AutoScalingGroupName', this.webApp.group.autoScalingGroupName, 'the fleet (instance ids: aws autoscaling describe-auto-scaling-groups)');
     out('AppLogGroup', this.webApp.logGroup.logGroupName, 'the web app, one stream per instance: aws logs tail <this> --follow');
     out('DashboardName', this.operations.dashboard.dashboardName, 'CloudWatch dashboard: rotations, fleet, credential version per instance');
@@ -244,6 +306,30 @@ export class PgRotationStack extends Stack {
         conditions: {
           ArnLike: { 'kms:EncryptionContext:aws:logs:arn': `arn:${this.partition}:logs:${this.region}:${this.account}:log-group:*` },
         },
+      }),
+    );
+    // Encrypted root volumes: EC2 Auto Scaling launches the instances and EC2
+    // uses the key on its behalf (through the service-linked role, which may
+    // not exist yet in a new account and so is not named). The statements of
+    // the AWS-managed aws/ebs key: this account's principals, through EC2
+    // only; grants only for AWS resources (EC2 keeps one per attached volume).
+    const viaEc2 = { 'kms:CallerAccount': this.account, 'kms:ViaService': `ec2.${this.region}.amazonaws.com` };
+    key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'EbsVolumesThroughEc2',
+        principals: [new iam.AnyPrincipal()],
+        actions: ['kms:Encrypt', 'kms:Decrypt', 'kms:ReEncrypt*', 'kms:GenerateDataKey*', 'kms:DescribeKey'],
+        resources: ['*'],
+        conditions: { StringEquals: viaEc2 },
+      }),
+    );
+    key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'EbsVolumeGrantsThroughEc2',
+        principals: [new iam.AnyPrincipal()],
+        actions: ['kms:CreateGrant'],
+        resources: ['*'],
+        conditions: { StringEquals: viaEc2, Bool: { 'kms:GrantIsForAWSResource': 'true' } },
       }),
     );
     return key;
@@ -299,4 +385,15 @@ export function checkFunctionAsset(dir: string, architecture: Settings['rotation
         `rebuild with ${architecture === 'arm64' ? '--arm64' : '--x86-64'} or pass -c rotationFnArchitecture=${found}.`,
     );
   }
+}
+
+/**
+ * RDS PostgreSQL's default max_connections, LEAST(DBInstanceClassMemory/9531392, 5000),
+ * from the class's nominal memory (RDS reserves some, so the real limit is a
+ * little lower; the alarm fires at 80 % of this).
+ */
+export function approximateMaxConnections(instanceType: string): number {
+  const size = instanceType.split('.').pop() ?? '';
+  const gib: Record<string, number> = { micro: 1, small: 2, medium: 4, large: 8, xlarge: 16, '2xlarge': 32, '4xlarge': 64 };
+  return Math.min(Math.floor(((gib[size] ?? 1) * 1024 ** 3) / 9531392), 5000);
 }

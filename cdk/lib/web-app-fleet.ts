@@ -1,26 +1,29 @@
-// The web app as a fleet: an Auto Scaling group of stateless instances behind
-// an internal Application Load Balancer.
+// The web app as a fleet: an Auto Scaling group of stateless instances, behind
+// an internal Application Load Balancer unless the operator opts out.
 //
 // - Each instance: Amazon Linux 2023, no SSH key (operators use Session
 //   Manager), IMDSv2 only with a hop limit of 2 so the container (one network
 //   hop behind the host) can fetch the instance role's credentials. User data
-//   installs Docker and a systemd unit that pulls the image from the stack's
-//   own ECR repository, runs `web-app migrate` with the owner's login, then
-//   serves: read-only, capability-less container, app port published for the
-//   load balancer, admin port (metrics, whoami) on the host's loopback only.
+//   installs Docker (retrying transient failures) and a systemd unit that pulls
+//   the image from the stack's own ECR repository and serves: read-only,
+//   capability-less container, app port published for the load balancer, admin
+//   port (metrics, whoami) on the host's loopback only. The schema is migrated
+//   before the fleet changes, once per image, by a one-shot instance with its
+//   own role (lib/migration.ts): serving instances cannot read the owner secret.
 //   The container's stdout goes to the app log group (Docker's awslogs driver),
 //   one stream per instance: the dashboard reads the credential switch lines
 //   from there.
 // - The instance signals CloudFormation once its own `/ready` answers 200, so
-//   creation and every rolling replacement wait for working instances; the
-//   load balancer probes `/ready` too, and the group replaces instances the
-//   load balancer finds unhealthy (ELB health checks).
-// - The container is given the secrets' ARNs and the region, never a credential.
+//   creation and every rolling replacement wait for working instances. The load
+//   balancer probes `/ready` too (traffic goes to instances that can log in),
+//   but the group replaces an instance only when EC2 finds it broken: a
+//   database outage (maintenance, failover) must not terminate the whole fleet.
+// - The container is given the secret's ARN, the database endpoint it may
+//   connect to and the region, never a credential.
 
-import { Duration, IgnoreMode, Stack, Validations } from 'aws-cdk-lib';
+import { Duration, Stack, Validations } from 'aws-cdk-lib';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
-import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
 import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
@@ -28,25 +31,27 @@ import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
 import { APP_LOG_ACTIONS, ECR_PULL_ACTIONS, SSM_AGENT_ACTIONS } from './network';
-import { functionLogGroup } from './rotation';
+import { functionLogGroup, secretsKeyStatement } from './rotation';
 import type { CpuArchitecture } from './settings';
 
 export interface WebAppFleetProps {
   readonly vpc: ec2.IVpc;
   readonly subnets: ec2.SubnetSelection;
   readonly securityGroup: ec2.ISecurityGroup;
-  readonly loadBalancerSecurityGroup: ec2.ISecurityGroup;
+  /** The load balancer's group; none when the operator opted out of the load balancer. */
+  readonly loadBalancerSecurityGroup?: ec2.ISecurityGroup;
   /** The runtime login (APP_SECRET_ID). */
   readonly appSecret: secretsmanager.ISecret;
-  /** The schema owner's login, for `web-app migrate` (APP_OWNER_SECRET_ID). */
-  readonly ownerSecret: secretsmanager.ISecret;
+  /** APP_DB_ENDPOINTS: the `host:port` the app may connect to (the instance's endpoint). */
+  readonly dbEndpoints: string;
   readonly appPort: number;
   readonly adminPort: number;
   readonly listenerPort: number;
-  /** Docker build context: the repository root, trimmed by its .dockerignore. */
-  readonly imageDirectory: string;
-  /** The stack's own repository (lib/image-registry.ts), the only one the instances pull from. */
+  /** The image in the stack's own repository (lib/image-registry.ts), the only one the instances pull from. */
+  readonly imageUri: string;
   readonly imageRepositoryArn: string;
+  /** Session Manager's agent permissions (its endpoints exist only then). */
+  readonly sessionManager: boolean;
   readonly architecture: CpuArchitecture;
   readonly instanceType: string;
   readonly fleetSize: number;
@@ -62,17 +67,24 @@ export const CONTAINER_HARDENING = ['--read-only', '--cap-drop ALL', '--security
 /** How long a new instance may take from launch to a 200 on /ready (dnf, pull, migrate, start). */
 export const BOOT_TIMEOUT = Duration.minutes(15);
 
+/**
+ * A shell function user data defines: run a command up to 5 times, 10, 20, 30,
+ * 40 s apart. Package mirrors and registries have transient failures; one must
+ * not roll the whole stack (the database included) back.
+ */
+export const RETRY_FUNCTION =
+  'retry() { local n; for n in 1 2 3 4 5; do "$@" && return 0; echo "retry $n: $*" >&2; sleep $((n * 10)); done; "$@"; }';
+
 const CA_ON_HOST = '/etc/pki/rds/bundle.pem';
 const CA_IN_CONTAINER = '/etc/rds-ca/bundle.pem';
 
 export class WebAppFleet extends Construct {
   readonly group: autoscaling.AutoScalingGroup;
   readonly launchTemplate: ec2.LaunchTemplate;
-  readonly loadBalancer: elbv2.ApplicationLoadBalancer;
-  readonly listener: elbv2.ApplicationListener;
-  readonly targetGroup: elbv2.ApplicationTargetGroup;
+  readonly loadBalancer?: elbv2.ApplicationLoadBalancer;
+  readonly listener?: elbv2.ApplicationListener;
+  readonly targetGroup?: elbv2.ApplicationTargetGroup;
   readonly role: iam.Role;
-  readonly image: ecrAssets.DockerImageAsset;
   /** The app's stdout, one stream per instance (and `<instance>-migrate` for the schema step). */
   readonly logGroup: logs.LogGroup;
 
@@ -81,25 +93,13 @@ export class WebAppFleet extends Construct {
     const stack = Stack.of(this);
     const arm = props.architecture === 'arm64';
 
-    // The build context's .dockerignore lets in only what the image needs (the
-    // workspace manifests, the lock file, web-app's and db-secret's sources); CDK
-    // applies the same file when it hashes the context, so a change anywhere
-    // else (tests, cdk, docs, the rotation function) changes neither the image
-    // nor the launch template, and replaces no instance.
-    this.image = new ecrAssets.DockerImageAsset(this, 'Image', {
-      directory: props.imageDirectory,
-      file: 'Dockerfile',
-      platform: arm ? ecrAssets.Platform.LINUX_ARM64 : ecrAssets.Platform.LINUX_AMD64,
-      ignoreMode: IgnoreMode.DOCKER,
-    });
-
     this.logGroup = functionLogGroup(this, 'AppLogs', props.logRetentionDays, props.encryptionKey);
 
     const statements = [
       new iam.PolicyStatement({
-        sid: 'ReadTheAppAndOwnerSecrets',
+        sid: 'ReadTheAppSecret',
         actions: ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'],
-        resources: [props.appSecret.secretArn, props.ownerSecret.secretArn],
+        resources: [props.appSecret.secretArn],
       }),
       new iam.PolicyStatement({
         sid: 'PullTheAppImage',
@@ -107,27 +107,26 @@ export class WebAppFleet extends Construct {
         resources: [props.imageRepositoryArn],
       }),
       new iam.PolicyStatement({ sid: 'LogInToEcr', actions: ['ecr:GetAuthorizationToken'], resources: ['*'] }),
-      new iam.PolicyStatement({
-        sid: 'SessionManager',
-        actions: [...SSM_AGENT_ACTIONS.ssm, ...SSM_AGENT_ACTIONS.ssmmessages],
-        resources: ['*'],
-      }),
+      ...(props.sessionManager
+        ? [
+            new iam.PolicyStatement({
+              sid: 'SessionManager',
+              actions: [...SSM_AGENT_ACTIONS.ssm, ...SSM_AGENT_ACTIONS.ssmmessages],
+              resources: ['*'],
+            }),
+          ]
+        : []),
       new iam.PolicyStatement({ sid: 'WriteTheAppLog', actions: [...APP_LOG_ACTIONS], resources: [this.logGroup.logGroupArn] }),
       // cloudformation:SignalResource on this stack is added by the group itself (signals, below).
     ];
     if (props.encryptionKey) {
       statements.push(
-        new iam.PolicyStatement({
-          sid: 'DecryptTheSecretsThroughSecretsManager',
-          actions: ['kms:Decrypt'],
-          resources: [props.encryptionKey.keyArn],
-          conditions: { StringEquals: { 'kms:ViaService': `secretsmanager.${stack.region}.amazonaws.com` } },
-        }),
+        secretsKeyStatement(props.encryptionKey, stack.region, ['kms:Decrypt'], 'DecryptTheSecretsThroughSecretsManager'),
       );
     }
     this.role = new iam.Role(this, 'Role', {
       assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
-      description: 'Web app instances: read the app and owner secrets, pull the app image, Session Manager, app log, boot signal',
+      description: 'Web app instances: read the app secret, pull the app image, Session Manager, app log, boot signal',
       inlinePolicies: { WebApp: new iam.PolicyDocument({ statements }) },
     });
     Validations.of(this.role).acknowledge({
@@ -173,10 +172,12 @@ export class WebAppFleet extends Construct {
       // One above the size: a rolling replacement starts the new instance
       // before it stops an old one (MinInstancesInService = the size).
       maxCapacity: props.fleetSize + 1,
-      healthChecks: autoscaling.HealthChecks.withAdditionalChecks({
-        additionalTypes: [autoscaling.AdditionalHealthCheckType.ELB],
-        gracePeriod: BOOT_TIMEOUT,
-      }),
+      // EC2 status checks only: the load balancer's /ready logs in to
+      // PostgreSQL, and replacing instances for a database outage would
+      // terminate the whole fleet during every failover or maintenance.
+      healthChecks: autoscaling.HealthChecks.ec2({ gracePeriod: BOOT_TIMEOUT }),
+      // GroupInServiceInstances and friends, for the in-service alarm.
+      groupMetrics: [autoscaling.GroupMetrics.all()],
       signals: autoscaling.Signals.waitForMinCapacity({ timeout: BOOT_TIMEOUT }),
       updatePolicy: autoscaling.UpdatePolicy.rollingUpdate({
         maxBatchSize: 1,
@@ -187,50 +188,54 @@ export class WebAppFleet extends Construct {
     });
     userData.addCommands(...this.bootScript(props));
 
-    this.loadBalancer = new elbv2.ApplicationLoadBalancer(this, 'LoadBalancer', {
-      vpc: props.vpc,
-      vpcSubnets: props.subnets,
-      internetFacing: false,
-      securityGroup: props.loadBalancerSecurityGroup,
-      dropInvalidHeaderFields: true,
-    });
-    this.listener = this.loadBalancer.addListener('Http', {
-      port: props.listenerPort,
-      protocol: elbv2.ApplicationProtocol.HTTP,
-      // The security groups (lib/network.ts) say who may connect; no 0.0.0.0/0.
-      open: false,
-    });
-    this.targetGroup = this.listener.addTargets('App', {
-      port: props.appPort,
-      protocol: elbv2.ApplicationProtocol.HTTP,
-      targets: [this.group],
-      deregistrationDelay: Duration.seconds(30),
-      healthCheck: {
-        // Database-backed readiness: an instance that cannot log in gets no traffic.
-        path: '/ready',
-        healthyHttpCodes: '200',
-        interval: Duration.seconds(10),
-        timeout: Duration.seconds(5),
-        healthyThresholdCount: 2,
-        unhealthyThresholdCount: 3,
-      },
-    });
+    if (props.loadBalancerSecurityGroup) {
+      this.loadBalancer = new elbv2.ApplicationLoadBalancer(this, 'LoadBalancer', {
+        vpc: props.vpc,
+        vpcSubnets: props.subnets,
+        internetFacing: false,
+        securityGroup: props.loadBalancerSecurityGroup,
+        dropInvalidHeaderFields: true,
+      });
+      this.listener = this.loadBalancer.addListener('Http', {
+        port: props.listenerPort,
+        protocol: elbv2.ApplicationProtocol.HTTP,
+        // The security groups (lib/network.ts) say who may connect; no 0.0.0.0/0.
+        open: false,
+      });
+      this.targetGroup = this.listener.addTargets('App', {
+        port: props.appPort,
+        protocol: elbv2.ApplicationProtocol.HTTP,
+        targets: [this.group],
+        deregistrationDelay: Duration.seconds(30),
+        healthCheck: {
+          // Database-backed readiness: an instance that cannot log in gets no
+          // traffic (routing only; the group does not act on it).
+          path: '/ready',
+          healthyHttpCodes: '200',
+          interval: Duration.seconds(10),
+          timeout: Duration.seconds(5),
+          healthyThresholdCount: 2,
+          unhealthyThresholdCount: 3,
+        },
+      });
 
-    Validations.of(this.loadBalancer).acknowledge(
-      {
-        id: 'AwsSolutions-ELB2',
-        reason:
-          'No access logs: they need an S3 bucket outside this design. Every request is counted by the app itself ' +
-          '(web_app_http_requests_total by route and status) and the load balancer 5xx and unhealthy-host metrics ' +
-          'are on the dashboard with alarms.',
-      },
-    );
+      Validations.of(this.loadBalancer).acknowledge(
+        {
+          id: 'AwsSolutions-ELB2',
+          reason:
+            'No access logs: they need an S3 bucket outside this design. Every request is counted by the app itself ' +
+            '(web_app_http_requests_total by route and status) and the load balancer 5xx and unhealthy-host metrics ' +
+            'are on the dashboard with alarms.',
+        },
+      );
+    }
     Validations.of(this.group).acknowledge(
       {
         id: 'AwsSolutions-AS3',
         reason:
           'Scaling events are not e-mailed: the group has a fixed size, and failed boots fail the deployment ' +
-          '(creation and rolling replacement wait for each instance to signal a 200 on /ready).',
+          '(creation and rolling replacement wait for each instance to signal a 200 on /ready); an alarm watches the ' +
+          'in-service count.',
       },
     );
   }
@@ -238,64 +243,24 @@ export class WebAppFleet extends Construct {
   private bootScript(props: WebAppFleetProps): string[] {
     const stack = Stack.of(this);
     const region = stack.region;
-    const registry = `${stack.account}.dkr.ecr.${region}.${stack.urlSuffix}`;
-    const image = this.image.imageUri;
     const groupLogicalId = stack.getLogicalId(this.group.node.defaultChild as autoscaling.CfnAutoScalingGroup);
-    // One stream per instance in the app log group; $INSTANCE_ID is expanded
-    // when user data writes the unit.
-    const logTo = (stream: string) => [
-      '--log-driver awslogs',
-      `--log-opt awslogs-region=${region}`,
-      `--log-opt awslogs-group=${this.logGroup.logGroupName}`,
-      `--log-opt awslogs-stream=${stream}`,
-      '--log-opt mode=non-blocking',
-    ];
-    const common = [
-      ...CONTAINER_HARDENING,
-      '--tmpfs /tmp:rw,noexec,nosuid,size=16m',
-      `--volume ${CA_ON_HOST}:${CA_IN_CONTAINER}:ro`,
-      `--env AWS_REGION=${region}`,
-      `--env APP_DB_CA_BUNDLE=${CA_IN_CONTAINER}`,
-      '--env APP_DB_TLS=verify-full',
-    ];
-    const migrate = [
-      '/usr/bin/docker run --rm --name web-app-migrate',
-      ...logTo('${INSTANCE_ID}-migrate'),
-      ...common,
-      `--env APP_OWNER_SECRET_ID=${props.ownerSecret.secretArn}`,
-      image,
-      'migrate',
-    ].join(' ');
     const serve = [
       '/usr/bin/docker run --rm --name web-app',
-      ...logTo('${INSTANCE_ID}'),
-      ...common,
+      ...containerLogTo(region, this.logGroup.logGroupName, '${INSTANCE_ID}'),
+      ...containerCommon(region, props.dbEndpoints),
       `--publish ${props.appPort}:${props.appPort}`,
       // The admin listener (metrics, whoami) reaches the host's loopback only.
       `--publish 127.0.0.1:${props.adminPort}:${props.adminPort}`,
       `--env APP_SECRET_ID=${props.appSecret.secretArn}`,
       `--env APP_LISTEN_ADDR=0.0.0.0:${props.appPort}`,
       `--env APP_ADMIN_LISTEN_ADDR=0.0.0.0:${props.adminPort}`,
-      image,
+      props.imageUri,
     ].join(' ');
-    const imds = 'http://169.254.169.254/latest';
     return [
-      'set -euo pipefail',
-      `TOKEN=$(curl -sf -X PUT ${imds}/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')`,
-      `INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" ${imds}/meta-data/instance-id)`,
-      // Creation and rolling replacements wait for this signal (or its absence).
-      `signal() { aws cloudformation signal-resource --region ${region} --stack-name ${stack.stackName} ` +
-        `--logical-resource-id ${groupLogicalId} --unique-id "$INSTANCE_ID" --status "$1"; }`,
-      "trap 'signal FAILURE' ERR",
-      'dnf install -y docker',
-      'systemctl enable --now docker',
-      `install -d -m 0755 ${CA_ON_HOST.replace(/\/[^/]+$/, '')}`,
-      `cat > ${CA_ON_HOST} <<'PEM'`,
-      props.dbCaBundlePem.trimEnd(),
-      'PEM',
+      ...hostPreamble(stack, groupLogicalId, props.dbCaBundlePem),
       'cat > /etc/systemd/system/web-app.service <<UNIT',
       '[Unit]',
-      'Description=web app container (schema migration, then serving)',
+      'Description=web app container',
       'After=docker.service network-online.target',
       'Requires=docker.service',
       '[Service]',
@@ -303,11 +268,9 @@ export class WebAppFleet extends Construct {
       'RestartSec=5',
       'TimeoutStartSec=600',
       '# Log in to ECR (a 12-hour token) and pull before every start.',
-      `ExecStartPre=/bin/sh -c 'aws ecr get-login-password --region ${region} | docker login --username AWS --password-stdin ${registry}'`,
-      `ExecStartPre=/usr/bin/docker pull ${image}`,
+      `ExecStartPre=/bin/sh -c '${ecrLogin(stack)}'`,
+      `ExecStartPre=/usr/bin/docker pull ${props.imageUri}`,
       'ExecStartPre=-/usr/bin/docker rm -f web-app',
-      '# The schema first, as its owner; idempotent, so every start may run it.',
-      `ExecStartPre=${migrate}`,
       `ExecStart=${serve}`,
       'ExecStop=/usr/bin/docker stop web-app',
       '[Install]',
@@ -320,4 +283,61 @@ export class WebAppFleet extends Construct {
       'signal SUCCESS',
     ];
   }
+}
+
+const CA_DIR_ON_HOST = CA_ON_HOST.replace(/\/[^/]+$/, '');
+
+/** `docker login` to this account's registry with the instance role. */
+export function ecrLogin(stack: Stack): string {
+  const registry = `${stack.account}.dkr.ecr.${stack.region}.${stack.urlSuffix}`;
+  return `aws ecr get-login-password --region ${stack.region} | docker login --username AWS --password-stdin ${registry}`;
+}
+
+/**
+ * The host's first steps, shared by the fleet and the migration instance:
+ * instance id, a CloudFormation signal function for `logicalId` (FAILURE on
+ * any error), Docker installed with retries, the RDS roots written out.
+ */
+export function hostPreamble(stack: Stack, logicalId: string, dbCaBundlePem: string): string[] {
+  const imds = 'http://169.254.169.254/latest';
+  return [
+    'set -euo pipefail',
+    RETRY_FUNCTION,
+    `TOKEN=$(retry curl -sf -X PUT ${imds}/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')`,
+    `INSTANCE_ID=$(retry curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" ${imds}/meta-data/instance-id)`,
+    // Creation and rolling replacements wait for this signal (or its absence).
+    `signal() { retry aws cloudformation signal-resource --region ${stack.region} --stack-name ${stack.stackName} ` +
+      `--logical-resource-id ${logicalId} --unique-id "$INSTANCE_ID" --status "$1"; }`,
+    "trap 'signal FAILURE' ERR",
+    'retry dnf install -y docker',
+    'retry systemctl enable --now docker',
+    `install -d -m 0755 ${CA_DIR_ON_HOST}`,
+    `cat > ${CA_ON_HOST} <<'PEM'`,
+    dbCaBundlePem.trimEnd(),
+    'PEM',
+  ];
+}
+
+/** Docker's awslogs driver, one stream per instance (`$INSTANCE_ID` expands on the host). */
+export function containerLogTo(region: string, logGroupName: string, stream: string): string[] {
+  return [
+    '--log-driver awslogs',
+    `--log-opt awslogs-region=${region}`,
+    `--log-opt awslogs-group=${logGroupName}`,
+    `--log-opt awslogs-stream=${stream}`,
+    '--log-opt mode=non-blocking',
+  ];
+}
+
+/** What every container of the image gets: the confinement, the RDS roots, verified TLS, the pinned endpoint. */
+export function containerCommon(region: string, dbEndpoints: string): string[] {
+  return [
+    ...CONTAINER_HARDENING,
+    '--tmpfs /tmp:rw,noexec,nosuid,size=16m',
+    `--volume ${CA_ON_HOST}:${CA_IN_CONTAINER}:ro`,
+    `--env AWS_REGION=${region}`,
+    `--env APP_DB_CA_BUNDLE=${CA_IN_CONTAINER}`,
+    '--env APP_DB_TLS=verify-full',
+    `--env APP_DB_ENDPOINTS=${dbEndpoints}`,
+  ];
 }

@@ -20,10 +20,21 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { App } from 'aws-cdk-lib';
 import { addStacks } from '../lib/app';
-import type { ImageRegistryStack } from '../lib/image-registry';
 import type { PgRotationStack } from '../lib/stack';
 
 export const OFFLINE_ENV = { account: '123456789012', region: 'eu-west-1' } as const;
+
+/**
+ * Everything this process writes to the temporary directory (stand-in assets,
+ * assemblies, CDK's staging, the tests' scratch directories) goes into one
+ * directory of its own, removed when the process exits: `npm test` (node's
+ * test runner, a process per file) leaves nothing in /tmp, with or without
+ * scripts/test.sh. os.tmpdir() reads TMPDIR at each call, and this module is
+ * imported before any synthesis.
+ */
+export const PROCESS_TMPDIR = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-rotation-cdk-'));
+process.env.TMPDIR = PROCESS_TMPDIR;
+process.on('exit', () => fs.rmSync(PROCESS_TMPDIR, { recursive: true, force: true }));
 
 /** Lookups that `cdk deploy` would make; fixed values for offline synthesis. */
 export const OFFLINE_LOOKUPS = {
@@ -43,7 +54,7 @@ let fixtures: { rotationFnAssetDir: string; webAppImageDir: string } | undefined
 /** Stand-ins for the function binary and the image's build context, made once per process. */
 export function offlineFixtures(): { rotationFnAssetDir: string; webAppImageDir: string } {
   if (fixtures) return fixtures;
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-rotation-cdk-'));
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'fixtures-'));
   const fn = path.join(root, 'rotation-fn');
   fs.mkdirSync(fn);
   fs.writeFileSync(path.join(fn, 'bootstrap'), '#!/bin/sh\n# stand-in for the cargo-lambda build, used for offline synthesis only\nexit 1\n', {
@@ -59,7 +70,6 @@ export function offlineFixtures(): { rotationFnAssetDir: string; webAppImageDir:
 export interface OfflineApp {
   readonly app: App;
   readonly stack: PgRotationStack;
-  readonly registry: ImageRegistryStack;
 }
 
 /**
@@ -77,8 +87,8 @@ export function offlineApp(context: Record<string, unknown> = {}, outdir?: strin
       ...context,
     },
   });
-  const { stack, registry } = addStacks(app, { ...OFFLINE_ENV });
-  return { app, stack, registry };
+  const { stack } = addStacks(app, { ...OFFLINE_ENV });
+  return { app, stack };
 }
 
 /**

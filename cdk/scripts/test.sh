@@ -9,8 +9,10 @@
 # 4. node:test suites in cdk/test (aws-cdk-lib/assertions; cdk-nag runs in every synthesis)
 # 5. the templates of every configuration in test/configurations.ts (the tests' own
 #    assemblies, shared through PG_ROTATION_SYNTH_CACHE) into a temporary cdk.out
-# 6. cfn-lint on the templates      (ignores: compliance/cfn-lint.yaml)
-# 7. checkov --skip-download         (skips:   compliance/checkov-skips*.yaml)
+# 6. the deployment rehearsal: the pinned CLI's own `cdk deploy --all`
+#    orchestration over each assembly, AWS stubbed (scripts/rehearse.ts)
+# 7. cfn-lint on the templates      (ignores: compliance/cfn-lint.yaml)
+# 8. checkov --skip-download         (skips:   compliance/checkov-skips*.yaml)
 #
 # Every step runs even if an earlier one failed (except when a prerequisite is
 # missing); the exit status is non-zero if any failed. A summary ends the output.
@@ -119,7 +121,16 @@ else
 fi
 
 if [[ ${#templates[@]} -gt 0 ]]; then
-  # 6. cfn-lint: errors and warnings fail; ignores are justified in the config file.
+  # 6. Rehearsal: build, publish and deploy in the CLI's order against an empty, bootstrapped (stub) account.
+  t=$(now)
+  echo "== rehearsal (the CLI's deploy orchestration, AWS stubbed)"
+  if node --import tsx scripts/rehearse.ts "$OUT"/cdk.out/*/; then
+    record rehearsal ok "$(ls -d "$OUT"/cdk.out/*/ | wc -l) assemblies deploy in an empty account" $(( $(now) - t ))
+  else
+    record rehearsal FAIL "see above" $(( $(now) - t ))
+  fi
+
+  # 7. cfn-lint: errors and warnings fail; ignores are justified in the config file.
   t=$(now)
   echo "== cfn-lint"
   if "${CFN_LINT[@]}" --config-file compliance/cfn-lint.yaml -- "${templates[@]}"; then
@@ -128,7 +139,7 @@ if [[ ${#templates[@]} -gt 0 ]]; then
     record cfn-lint FAIL "findings above" $(( $(now) - t ))
   fi
 
-  # 7. checkov: per configuration, skips from the compliance files.
+  # 8. checkov: per configuration, skips from the compliance files.
   skips() { sed -n 's/^ *- \(CKV[A-Z0-9_]*\).*/\1/p' "$@" | paste -sd, -; }
   t=$(now)
   ck_pass=0; ck_fail=0; ck_status=ok

@@ -31,6 +31,15 @@ export const ARM_ONE_INSTANCE: Record<string, unknown> = {
   alertEmail: 'ops@example.com',
 };
 
+/** The lean configuration (cdk/README.md's cost table): endpoints in one zone, no Session Manager endpoints, no load balancer. */
+export const LEAN: Record<string, unknown> = {
+  endpointZones: '1',
+  sessionManager: 'false',
+  loadBalancer: 'false',
+  fleetSize: '1',
+  rotationDays: '1',
+};
+
 /**
  * Name -> context, for scripts/synth.ts. A name ending in `-default-keys` is
  * checked by checkov with the extra skips of compliance/checkov-skips-default-keys.yaml.
@@ -39,4 +48,5 @@ export const CONFIGURATIONS: Record<string, Record<string, unknown>> = {
   'alternating-users-default-keys': DEFAULTS,
   'single-user-cmk': SINGLE_USER_CMK,
   'arm64-one-instance-default-keys': ARM_ONE_INSTANCE,
+  'lean-default-keys': LEAN,
 };

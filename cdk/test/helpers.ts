@@ -5,7 +5,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Template } from 'aws-cdk-lib/assertions';
 import type { IConstruct } from 'constructs';
-import type { ImageRegistryStack } from '../lib/image-registry';
 import type { PgRotationStack } from '../lib/stack';
 import { synthesise } from '../scripts/offline';
 
@@ -13,9 +12,6 @@ export interface Synthesised {
   readonly stack: PgRotationStack;
   readonly template: Template;
   readonly json: CfnTemplate;
-  /** The image registry stack (the web app's ECR repository). */
-  readonly registry: ImageRegistryStack;
-  readonly registryJson: CfnTemplate;
   /** `{ Ref: logicalId }` or whatever the token resolves to in the template. */
   readonly ref: (value: unknown) => unknown;
   readonly logicalId: (construct: IConstruct) => string;
@@ -33,7 +29,7 @@ export function synth(context: Record<string, unknown> = {}): Synthesised {
   const key = JSON.stringify(context);
   const hit = cache.get(key);
   if (hit) return hit;
-  const { stack, registry, outdir } = synthesise(context);
+  const { stack, outdir } = synthesise(context);
   const read = (artifactId: string) =>
     JSON.parse(fs.readFileSync(path.join(outdir, `${artifactId}.template.json`), 'utf8')) as CfnTemplate;
   const json = read(stack.artifactId);
@@ -41,8 +37,6 @@ export function synth(context: Record<string, unknown> = {}): Synthesised {
     stack,
     template: Template.fromJSON(json),
     json,
-    registry,
-    registryJson: read(registry.artifactId),
     ref: (value) => stack.resolve(value),
     logicalId: (construct) => {
       const child = (construct.node.defaultChild ?? construct) as IConstruct;

@@ -96,17 +96,18 @@ describe('rotation function role', () => {
 describe('web app instance role', () => {
   const expected = (s: Synthesised): Statement[] => [
     {
-      Sid: 'ReadTheAppAndOwnerSecrets',
+      // The app secret only: the owner's (DDL) login is the migration instance's.
+      Sid: 'ReadTheAppSecret',
       Effect: 'Allow',
       Action: ['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue'],
-      Resource: [s.ref(s.stack.database.appSecret.secretArn), s.ref(s.stack.database.ownerSecret.secretArn)],
+      Resource: s.ref(s.stack.database.appSecret.secretArn),
     },
     {
       Sid: 'PullTheAppImage',
       Effect: 'Allow',
       Action: ['ecr:BatchCheckLayerAvailability', 'ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'],
       // The stack's own repository: not the bootstrap's shared container-assets one.
-      Resource: `arn:aws:ecr:eu-west-1:123456789012:repository/${s.stack.stackName.toLowerCase()}/web-app`,
+      Resource: { 'Fn::GetAtt': [s.logicalId(s.stack.image.repository), 'Arn'] },
     },
     { Sid: 'LogInToEcr', Effect: 'Allow', Action: 'ecr:GetAuthorizationToken', Resource: '*' },
     {
@@ -131,7 +132,7 @@ describe('web app instance role', () => {
   // Added by the Auto Scaling group for its creation and update signals (a DefaultPolicy, no Sid).
   const signal: Statement = { Effect: 'Allow', Action: 'cloudformation:SignalResource', Resource: { Ref: 'AWS::StackId' } };
 
-  it('reads the app and owner secrets, pulls from its own repository, Session Manager, its log, its boot signal: nothing else', () => {
+  it('reads the app secret (not the owner secret), pulls from its own repository, Session Manager, its log, its boot signal: nothing else', () => {
     for (const context of [DEFAULTS, ARM_ONE_INSTANCE]) {
       const s = synth(context);
       const roleId = s.logicalId(s.stack.webApp.role);
@@ -222,7 +223,8 @@ describe('deletion protection guard role', () => {
         Sid: 'ProtectTheDatabase',
         Effect: 'Allow',
         Action: 'rds:ModifyDBInstance',
-        Resource: 'arn:aws:rds:eu-west-1:123456789012:db:pgrotation-postgres',
+        // The generated identifier (a fixed one would block replacing updates).
+        Resource: { 'Fn::Join': ['', ['arn:aws:rds:eu-west-1:123456789012:db:', { Ref: s.logicalId(s.stack.database.instance) }]] },
       },
       {
         Sid: 'WriteItsOwnLogs',
@@ -231,6 +233,78 @@ describe('deletion protection guard role', () => {
         Resource: { 'Fn::GetAtt': [s.json.Resources ? findLogGroup(s, 'DatabaseDeletionProtection') : '', 'Arn'] },
       },
     ]);
+  });
+});
+
+describe('schema migration instance role', () => {
+  it('reads the owner secret only, pulls the image, writes the app log, signals this stack', () => {
+    for (const context of [DEFAULTS, SINGLE_USER_CMK]) {
+      const s = synth(context);
+      const statements = statementsOfRole(s.json, s.logicalId(s.stack.migration.role));
+      assert.deepEqual(
+        statements.map((st) => st.Sid),
+        [
+          'ReadTheOwnerSecret',
+          'PullTheAppImage',
+          'LogInToEcr',
+          'WriteTheAppLog',
+          'SignalThisStack',
+          ...(context === SINGLE_USER_CMK ? ['DecryptTheSecretThroughSecretsManager'] : []),
+        ],
+      );
+      assert.deepEqual(statements[0].Resource, s.ref(s.stack.database.ownerSecret.secretArn));
+      assert.deepEqual(statements[4].Resource, { Ref: 'AWS::StackId' });
+      const all = JSON.stringify(statements);
+      assert.ok(!all.includes(s.logicalId(s.stack.database.appSecret)), 'no app secret');
+      assert.ok(!all.includes('ssm'), 'no Session Manager on a one-shot instance');
+    }
+  });
+});
+
+describe('image copy role (cdk-ecr-deployment)', () => {
+  it("reads the bootstrap's repository, pushes to the stack's own, writes its log: none of the construct's own wildcards", () => {
+    const s = synth(DEFAULTS);
+    const statements = statementsOfRole(s.json, s.logicalId(s.stack.image.copyRole));
+    assert.deepEqual(
+      statements.map((st) => st.Sid),
+      ['LogInToEcr', 'ReadTheBootstrapImage', 'WriteItsOwnLogs', 'PushToTheStacksRepository'],
+    );
+    assert.deepEqual(statements[1].Resource, 'arn:aws:ecr:eu-west-1:123456789012:repository/cdk-hnb659fds-container-assets-123456789012-eu-west-1');
+    assert.deepEqual(statements[3].Resource, { 'Fn::GetAtt': [s.logicalId(s.stack.image.repository), 'Arn'] });
+    for (const st of statements) {
+      if (st.Sid !== 'LogInToEcr') assert.notEqual(st.Resource, '*', `${st.Sid} on "*"`);
+      assert.ok(!actionsOf(st).some((a) => a.startsWith('s3:')), 'no s3:GetObject on "*" (the construct adds it to a role it may change)');
+    }
+  });
+});
+
+describe('customer-managed key policy', () => {
+  it('lets EC2 use the key for volumes on behalf of Auto Scaling, through EC2 only, without naming a service-linked role', () => {
+    const s = synth(SINGLE_USER_CMK);
+    const [, key] = resourcesOfType(s.json, 'AWS::KMS::Key')[0];
+    const statements = key.KeyPolicy.Statement as Statement[];
+    const bySid = (sid: string) => statements.find((st) => st.Sid === sid);
+    const viaEc2 = { 'kms:CallerAccount': '123456789012', 'kms:ViaService': 'ec2.eu-west-1.amazonaws.com' };
+    assert.deepEqual(bySid('EbsVolumesThroughEc2'), {
+      Sid: 'EbsVolumesThroughEc2',
+      Effect: 'Allow',
+      Principal: { AWS: '*' },
+      Action: ['kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey*', 'kms:ReEncrypt*'],
+      Resource: '*',
+      Condition: { StringEquals: viaEc2 },
+    });
+    assert.deepEqual(bySid('EbsVolumeGrantsThroughEc2'), {
+      Sid: 'EbsVolumeGrantsThroughEc2',
+      Effect: 'Allow',
+      Principal: { AWS: '*' },
+      Action: 'kms:CreateGrant',
+      Resource: '*',
+      Condition: { StringEquals: viaEc2, Bool: { 'kms:GrantIsForAWSResource': 'true' } },
+    });
+    assert.ok(!JSON.stringify(statements).includes('AWSServiceRoleForAutoScaling'), 'no service-linked role named');
+    // The root volumes use this key (what makes the statements necessary).
+    const [, lt] = resourcesOfType(s.json, 'AWS::EC2::LaunchTemplate')[0];
+    assert.ok(JSON.stringify(lt.LaunchTemplateData.BlockDeviceMappings).includes('KmsKeyId'));
   });
 });
 

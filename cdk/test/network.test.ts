@@ -3,7 +3,8 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ARM_ONE_INSTANCE, DEFAULTS, SINGLE_USER_CMK } from './configurations';
+import { NO_ENDPOINT_POLICY } from '../lib/network';
+import { ARM_ONE_INSTANCE, DEFAULTS, LEAN, SINGLE_USER_CMK } from './configurations';
 import { resourcesOfType, synth, type CfnTemplate, type Synthesised } from './helpers';
 
 /** A security group's rules as readable strings, inline and standalone alike. */
@@ -40,7 +41,7 @@ function groups(s: Synthesised) {
     db: s.logicalId(n.databaseSecurityGroup),
     rotation: s.logicalId(n.rotationSecurityGroup),
     app: s.logicalId(n.appSecurityGroup),
-    lb: s.logicalId(n.loadBalancerSecurityGroup),
+    lb: n.loadBalancerSecurityGroup ? s.logicalId(n.loadBalancerSecurityGroup) : 'none',
     smEndpoint: s.logicalId(n.secretsManagerEndpointSecurityGroup),
     hostEndpoints: s.logicalId(n.hostEndpointsSecurityGroup),
   };
@@ -75,18 +76,21 @@ describe('security groups', () => {
     assert.deepEqual(rules(s.json, g.hostEndpoints), { ingress: [`tcp/443-443 sg:${g.app}`], egress: [] });
   });
 
-  it('load balancer: its listener from the configured CIDR only; out to the app port of the instances only', () => {
+  it('load balancer: its listener from the configured CIDR and from the instances (port forward); out to the app port only', () => {
     for (const [context, cidr] of [
       [DEFAULTS, '10.20.0.0/16'],
       [SINGLE_USER_CMK, '203.0.113.7/32'],
     ] as const) {
       const s = synth(context);
       const g = groups(s);
-      assert.deepEqual(rules(s.json, g.lb), { ingress: [`tcp/80-80 cidr:${cidr}`], egress: [`tcp/8080-8080 sg:${g.app}`] });
+      assert.deepEqual(rules(s.json, g.lb), {
+        ingress: [`tcp/80-80 cidr:${cidr}`, `tcp/80-80 sg:${g.app}`].sort(),
+        egress: [`tcp/8080-8080 sg:${g.app}`],
+      });
     }
   });
 
-  it('web app: the app port from the load balancer only (not the admin port); out to the database, the endpoints and S3', () => {
+  it('web app: the app port from the load balancer only (not the admin port); out to the database, the endpoints, S3 and the listener', () => {
     for (const context of [DEFAULTS, SINGLE_USER_CMK]) {
       const s = synth(context);
       const g = groups(s);
@@ -97,9 +101,19 @@ describe('security groups', () => {
           `tcp/443-443 sg:${g.smEndpoint}`,
           `tcp/443-443 sg:${g.hostEndpoints}`,
           'tcp/443-443 pl:pl-6da54004',
+          // AWS-StartPortForwardingSessionToRemoteHost through an instance to the internal load balancer.
+          `tcp/80-80 sg:${g.lb}`,
         ].sort(),
       });
     }
+  });
+
+  it('lean: no load balancer and so no group for it; the instances take no ingress at all', () => {
+    const s = synth(LEAN);
+    const g = groups(s);
+    assert.equal(s.stack.network.loadBalancerSecurityGroup, undefined);
+    assert.equal(resourcesOfType(s.json, 'AWS::ElasticLoadBalancingV2::LoadBalancer').length, 0);
+    assert.deepEqual(rules(s.json, g.app).ingress, []);
   });
 
   it('no security group anywhere admits 0.0.0.0/0 or allows all traffic', () => {
@@ -155,7 +169,7 @@ describe('Secrets Manager endpoint', () => {
 
 describe("the instances' endpoints", () => {
   const policy = (s: Synthesised, name: keyof Synthesised['stack']['network']['hostEndpoints']) =>
-    s.json.Resources[s.logicalId(s.stack.network.hostEndpoints[name])].Properties!;
+    s.json.Resources[s.logicalId(s.stack.network.hostEndpoints[name]!)].Properties!;
 
   it('exist for ECR, SSM, SSM messages, CloudWatch Logs and CloudFormation, in both app subnets; no EC2 messages (Run Command)', () => {
     const s = synth(DEFAULTS);
@@ -180,10 +194,38 @@ describe("the instances' endpoints", () => {
     }
   });
 
-  it('every interface endpoint has a policy, and none admits "*" actions', () => {
+  it('lean: every endpoint in one zone, no SSM endpoints', () => {
+    const s = synth(LEAN);
+    const services = resourcesOfType(s.json, 'AWS::EC2::VPCEndpoint')
+      .filter(([, e]) => e.VpcEndpointType === 'Interface')
+      .map(([, e]) => e.ServiceName as string)
+      .sort();
+    assert.deepEqual(services, [
+      'com.amazonaws.eu-west-1.cloudformation',
+      'com.amazonaws.eu-west-1.ecr.api',
+      'com.amazonaws.eu-west-1.ecr.dkr',
+      'com.amazonaws.eu-west-1.logs',
+      'com.amazonaws.eu-west-1.secretsmanager',
+    ]);
+    for (const [id, e] of resourcesOfType(s.json, 'AWS::EC2::VPCEndpoint')) {
+      if (e.VpcEndpointType === 'Interface') assert.equal(e.SubnetIds.length, 1, id);
+    }
+    const role = s.json.Resources[s.logicalId(s.stack.webApp.role)].Properties!;
+    assert.ok(!JSON.stringify(role).includes('ssm'), 'no Session Manager permissions without its endpoints');
+  });
+
+  it('every interface endpoint whose service accepts a policy has one, and none admits "*" actions; SSM messages has none', () => {
+    // AWS's list (describe-vpc-endpoint-services, VpcEndpointPolicySupported):
+    // ssmmessages does not accept an endpoint policy; a policy on it fails the
+    // endpoint's creation and with it the first deployment.
+    assert.deepEqual(NO_ENDPOINT_POLICY, ['SsmMessages']);
     for (const context of [DEFAULTS, SINGLE_USER_CMK, ARM_ONE_INSTANCE]) {
       const s = synth(context);
       for (const [id, e] of resourcesOfType(s.json, 'AWS::EC2::VPCEndpoint')) {
+        if (String(e.ServiceName).endsWith('.ssmmessages')) {
+          assert.equal(e.PolicyDocument, undefined, `${id}: ssmmessages takes no endpoint policy`);
+          continue;
+        }
         assert.ok(e.PolicyDocument, `${id} has no endpoint policy (full access)`);
         for (const st of e.PolicyDocument.Statement) {
           for (const a of [st.Action].flat()) assert.ok(!String(a).includes('*'), `${id}: ${a}`);
@@ -192,10 +234,13 @@ describe("the instances' endpoints", () => {
     }
   });
 
-  it("serve the instance role only, each for what the role may do through it", () => {
+  it("serve the hosts' roles only (instances, migration), each for what the roles may do through it", () => {
     const s = synth(DEFAULTS);
-    const role = { ArnEquals: { 'aws:PrincipalArn': { 'Fn::GetAtt': [s.logicalId(s.stack.webApp.role), 'Arn'] } } };
-    const repo = 'arn:aws:ecr:eu-west-1:123456789012:repository/pgrotation/web-app';
+    const instance = { 'Fn::GetAtt': [s.logicalId(s.stack.webApp.role), 'Arn'] };
+    const migration = { 'Fn::GetAtt': [s.logicalId(s.stack.migration.role), 'Arn'] };
+    const role = { ArnEquals: { 'aws:PrincipalArn': [instance, migration] } };
+    const instanceOnly = { ArnEquals: { 'aws:PrincipalArn': instance } };
+    const repo = { 'Fn::GetAtt': [s.logicalId(s.stack.image.repository), 'Arn'] };
     const pull = {
       Sid: 'PullTheAppImage',
       Effect: 'Allow',
@@ -210,23 +255,16 @@ describe("the instances' endpoints", () => {
     ]);
     assert.deepEqual(policy(s, 'EcrDocker').PolicyDocument.Statement, [pull]);
     assert.deepEqual(policy(s, 'Ssm').PolicyDocument.Statement, [
-      { Sid: 'RegisterWithSessionManager', Effect: 'Allow', Principal: { AWS: '*' }, Action: 'ssm:UpdateInstanceInformation', Resource: '*', Condition: role },
-    ]);
-    assert.deepEqual(policy(s, 'SsmMessages').PolicyDocument.Statement, [
       {
-        Sid: 'SessionManagerChannels',
+        Sid: 'RegisterWithSessionManager',
         Effect: 'Allow',
         Principal: { AWS: '*' },
-        Action: [
-          'ssmmessages:CreateControlChannel',
-          'ssmmessages:CreateDataChannel',
-          'ssmmessages:OpenControlChannel',
-          'ssmmessages:OpenDataChannel',
-        ],
+        Action: 'ssm:UpdateInstanceInformation',
         Resource: '*',
-        Condition: role,
+        Condition: instanceOnly,
       },
     ]);
+    assert.equal(policy(s, 'SsmMessages').PolicyDocument, undefined);
     assert.deepEqual(policy(s, 'Logs').PolicyDocument.Statement, [
       {
         Sid: 'WriteTheAppLog',

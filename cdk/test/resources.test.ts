@@ -6,11 +6,17 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Match } from 'aws-cdk-lib/assertions';
 import { ROTATION_MEMORY_MB } from '../lib/rotation';
-import { ARM_ONE_INSTANCE, DEFAULTS, SINGLE_USER_CMK } from './configurations';
+import { ARM_ONE_INSTANCE, DEFAULTS, LEAN, SINGLE_USER_CMK } from './configurations';
 import { resourcesOfType, synth, type Synthesised } from './helpers';
 
-function userData(s: Synthesised): string {
-  const template = s.json.Resources[s.logicalId(s.stack.webApp.launchTemplate)].Properties!;
+/** `${address}:${port}` of the database instance, as the template renders DB_ENDPOINTS / APP_DB_ENDPOINTS. */
+function dbEndpoints(s: Synthesised): unknown {
+  const db = s.logicalId(s.stack.database.instance);
+  return { 'Fn::Join': ['', [{ 'Fn::GetAtt': [db, 'Endpoint.Address'] }, ':', { 'Fn::GetAtt': [db, 'Endpoint.Port'] }]] };
+}
+
+function userData(s: Synthesised, launchTemplate: Synthesised['stack']['webApp']['launchTemplate'] = s.stack.webApp.launchTemplate): string {
+  const template = s.json.Resources[s.logicalId(launchTemplate)].Properties!;
   // Fn::Base64 of a Fn::Join: keep the literal parts, mark the tokens.
   const join = template.LaunchTemplateData.UserData['Fn::Base64'];
   if (typeof join === 'string') return join;
@@ -37,6 +43,8 @@ describe('rotation function', () => {
         EXCLUDE_CHARACTERS: '/@"\'\\',
         DB_CA_BUNDLE: '/opt/rds-ca/bundle.pem',
         DB_TLS: 'verify-full',
+        // The one server the function may log in at (the master's server never comes from the app secret).
+        DB_ENDPOINTS: dbEndpoints(s),
         RUST_LOG: 'info',
       });
       assert.deepEqual(fn.VpcConfig, {
@@ -71,7 +79,8 @@ describe('rotation function', () => {
   it('every function running the bootstrap binary: one memory size, the strategy and the TLS floor set explicitly', () => {
     for (const context of [DEFAULTS, SINGLE_USER_CMK]) {
       const s = synth(context);
-      const bootstraps = resourcesOfType(s.json, 'AWS::Lambda::Function').filter(([, fn]) => fn.Runtime === 'provided.al2023');
+      // provided.al2023 with the RDS CA layer (cdk-ecr-deployment's copy function is provided.al2023 too, without it).
+      const bootstraps = resourcesOfType(s.json, 'AWS::Lambda::Function').filter(([, fn]) => fn.Runtime === 'provided.al2023' && fn.Layers);
       // app, owner (and master) rotations, and the provisioner
       assert.equal(bootstraps.length, s.stack.masterRotation ? 4 : 3);
       for (const [id, fn] of bootstraps) {
@@ -84,6 +93,7 @@ describe('rotation function', () => {
         }
         assert.equal(fn.Environment.Variables.DB_TLS, 'verify-full', id);
         assert.equal(fn.Environment.Variables.DB_CA_BUNDLE, '/opt/rds-ca/bundle.pem', id);
+        assert.deepEqual(fn.Environment.Variables.DB_ENDPOINTS, dbEndpoints(s), id);
       }
       const strategy = (r: { function: unknown }) => s.json.Resources[s.logicalId(r.function as never)].Properties!.Environment.Variables.ROTATION_STRATEGY;
       // The owner's login always rotates on its own (it must stay the schema's owner).
@@ -104,10 +114,17 @@ describe('database provisioner', () => {
       SecurityGroupIds: [{ 'Fn::GetAtt': [s.logicalId(s.stack.network.rotationSecurityGroup), 'GroupId'] }],
       SubnetIds: s.stack.network.vpc.selectSubnets({ subnetGroupName: 'rotation' }).subnetIds.map(s.ref),
     });
+    const db = s.stack.database;
     assert.deepEqual(fn.Environment.Variables, {
       DB_CA_BUNDLE: '/opt/rds-ca/bundle.pem',
       DB_TLS: 'verify-full',
+      DB_ENDPOINTS: dbEndpoints(s),
       RUST_LOG: 'info',
+      // Anchored: the custom resource's properties must name these.
+      PROVISION_MASTER_SECRET_ARN: s.ref(db.masterSecretAttachment.secretArn),
+      PROVISION_APP_SECRET_ARN: s.ref(db.appSecretAttachment.secretArn),
+      PROVISION_OWNER_SECRET_ARN: s.ref(db.ownerSecretAttachment.secretArn),
+      PROVISION_DATABASE: 'app',
     });
     assert.equal(fn.Layers.length, 1);
   });
@@ -141,21 +158,22 @@ describe('database provisioner', () => {
 });
 
 describe('rotation schedule', () => {
-  it('rotates the app, owner and master secrets every 30 days by default, through their functions', () => {
+  it('rotates the app, owner and master secrets monthly by default, each in a window of its own, through their functions', () => {
     const s = synth(DEFAULTS);
     const schedules = resourcesOfType(s.json, 'AWS::SecretsManager::RotationSchedule');
     assert.equal(schedules.length, 3);
     const db = s.stack.database;
-    for (const [rotation, attachment] of [
-      [s.stack.appRotation, db.appSecretAttachment],
-      [s.stack.ownerRotation, db.ownerSecretAttachment],
-      [s.stack.masterRotation!, db.masterSecretAttachment],
+    for (const [rotation, attachment, hour] of [
+      [s.stack.appRotation, db.appSecretAttachment, 4],
+      [s.stack.ownerRotation, db.ownerSecretAttachment, 8],
+      [s.stack.masterRotation!, db.masterSecretAttachment, 12],
     ] as const) {
       const schedule = s.json.Resources[s.logicalId(rotation.schedule)];
       assert.deepEqual(schedule.Properties, {
         SecretId: s.ref(attachment.secretArn),
         RotationLambdaARN: s.ref(rotation.function.functionArn),
-        RotationRules: { AutomaticallyAfterDays: 30 },
+        // The first Tuesday of the month, a two-hour window from the given hour (UTC).
+        RotationRules: { ScheduleExpression: `cron(0 ${hour} ? * TUE#1 *)`, Duration: '2h' },
         RotateImmediatelyOnUpdate: false,
       });
       // Secrets Manager checks the invoke permission when the schedule is created.
@@ -171,11 +189,41 @@ describe('rotation schedule', () => {
     }
   });
 
-  it('the interval is configurable, and the master secret can be left out', () => {
+  it("no two windows overlap, the master's never meets the app's, and none meets RDS's backup or maintenance window", () => {
+    const hours = (w: { ScheduleExpression: string; Duration: string }) => {
+      const start = Number(/^cron\(0 (\d+) /.exec(w.ScheduleExpression)![1]);
+      return [start, start + Number(w.Duration.replace(/h$/, ''))] as const;
+    };
+    for (const context of [DEFAULTS, ARM_ONE_INSTANCE, LEAN]) {
+      const s = synth(context);
+      const windows = resourcesOfType(s.json, 'AWS::SecretsManager::RotationSchedule').map(([, r]) => hours(r.RotationRules));
+      // RDS: backup 00:00-00:30 daily, maintenance Sunday 01:00-01:30.
+      const [, dbProps] = resourcesOfType(s.json, 'AWS::RDS::DBInstance')[0];
+      assert.equal(dbProps.PreferredBackupWindow, '00:00-00:30');
+      assert.equal(dbProps.PreferredMaintenanceWindow, 'sun:01:00-sun:01:30');
+      const taken: (readonly [number, number])[] = [[0, 2]];
+      for (const w of windows) {
+        for (const t of taken) assert.ok(w[1] <= t[0] || w[0] >= t[1], `window ${w} overlaps ${t}`);
+        taken.push(w);
+      }
+    }
+  });
+
+  it('the cadence is configurable (daily, weekly, monthly; nothing else), and the master secret can be left out', () => {
     const s = synth(SINGLE_USER_CMK);
     const schedules = resourcesOfType(s.json, 'AWS::SecretsManager::RotationSchedule');
     assert.equal(schedules.length, 2);
-    for (const [, schedule] of schedules) assert.deepEqual(schedule.RotationRules, { AutomaticallyAfterDays: 7 });
+    assert.deepEqual(
+      schedules.map(([, schedule]) => schedule.RotationRules),
+      [
+        { ScheduleExpression: 'cron(0 4 ? * TUE *)', Duration: '2h' },
+        { ScheduleExpression: 'cron(0 8 ? * TUE *)', Duration: '2h' },
+      ],
+    );
+    assert.deepEqual(
+      resourcesOfType(synth(LEAN).json, 'AWS::SecretsManager::RotationSchedule').map(([, r]) => r.RotationRules.ScheduleExpression),
+      ['cron(0 4 * * ? *)', 'cron(0 8 * * ? *)', 'cron(0 12 * * ? *)'],
+    );
     assert.deepEqual(
       schedules.map(([, schedule]) => schedule.SecretId),
       [s.stack.database.appSecretAttachment, s.stack.database.ownerSecretAttachment].map((a) => s.ref(a.secretArn)),
@@ -199,7 +247,7 @@ describe('web app fleet', () => {
     }
   });
 
-  it('an Auto Scaling group of the configured size in both app subnets, ELB health checks, rolling replacement on signals', () => {
+  it('an Auto Scaling group of the configured size in both app subnets, EC2 health checks only, rolling replacement on signals', () => {
     for (const [context, size] of [
       [DEFAULTS, 2],
       [SINGLE_USER_CMK, 3],
@@ -210,8 +258,15 @@ describe('web app fleet', () => {
       assert.equal(group.Properties.MinSize, String(size));
       assert.equal(group.Properties.MaxSize, String(size + 1), 'room for one new instance during a replacement');
       assert.equal(group.Properties.DesiredCapacity, undefined, 'a deployment never resets the size');
-      assert.equal(group.Properties.HealthCheckType, 'ELB');
-      assert.deepEqual(group.Properties.TargetGroupARNs, [s.ref(s.stack.webApp.targetGroup.targetGroupArn)]);
+      // Never the load balancer's /ready (it logs in to PostgreSQL): a database
+      // outage must route traffic away, not terminate the fleet.
+      assert.equal(group.Properties.HealthCheckType, 'EC2');
+      assert.equal(group.Properties.HealthCheckGracePeriod, 900);
+      assert.deepEqual(group.Properties.TargetGroupARNs, [s.ref(s.stack.webApp.targetGroup!.targetGroupArn)]);
+      assert.ok(
+        group.Properties.MetricsCollection[0].Granularity === '1Minute',
+        'group metrics collected (GroupInServiceInstances alarm)',
+      );
       assert.deepEqual(
         group.Properties.VPCZoneIdentifier,
         s.stack.network.vpc.selectSubnets({ subnetGroupName: 'app' }).subnetIds.map(s.ref),
@@ -225,60 +280,56 @@ describe('web app fleet', () => {
         WaitOnResourceSignals: true,
       });
       assert.deepEqual(group.CreationPolicy.ResourceSignal, { Count: size, Timeout: 'PT15M' });
-      // The instances migrate as the owner before serving: the logins must exist.
-      assert.ok(group.DependsOn.includes(s.logicalId(s.stack.provisioner.resource)), 'the group waits for the logins');
+      // The schema is migrated (by its own instance) and the image copied before the fleet changes.
+      assert.ok(group.DependsOn.includes(s.logicalId(s.stack.migration.instance)), 'the group waits for the migration');
+      assert.ok(group.DependsOn.includes(resourcesOfType(s.json, 'Custom::CDKECRDeployment')[0][0]), 'the group waits for the image copy');
     }
   });
 
   it('an internal load balancer in both app subnets, HTTP on 80, probing the database-backed /ready on 8080', () => {
     const s = synth(DEFAULTS);
-    const lb = s.json.Resources[s.logicalId(s.stack.webApp.loadBalancer)].Properties!;
+    const lb = s.json.Resources[s.logicalId(s.stack.webApp.loadBalancer!)].Properties!;
     assert.equal(lb.Scheme, 'internal');
     assert.deepEqual(lb.Subnets, s.stack.network.vpc.selectSubnets({ subnetGroupName: 'app' }).subnetIds.map(s.ref));
-    assert.deepEqual(lb.SecurityGroups, [{ 'Fn::GetAtt': [s.logicalId(s.stack.network.loadBalancerSecurityGroup), 'GroupId'] }]);
+    assert.deepEqual(lb.SecurityGroups, [{ 'Fn::GetAtt': [s.logicalId(s.stack.network.loadBalancerSecurityGroup!), 'GroupId'] }]);
     assert.ok(
       lb.LoadBalancerAttributes.some((a: any) => a.Key === 'routing.http.drop_invalid_header_fields.enabled' && a.Value === 'true'),
       'drops invalid header fields',
     );
     s.template.hasResourceProperties('AWS::ElasticLoadBalancingV2::Listener', { Port: 80, Protocol: 'HTTP' });
-    const tg = s.json.Resources[s.logicalId(s.stack.webApp.targetGroup)].Properties!;
+    const tg = s.json.Resources[s.logicalId(s.stack.webApp.targetGroup!)].Properties!;
     assert.equal(tg.Port, 8080);
     assert.equal(tg.HealthCheckPath, '/ready');
     assert.deepEqual(tg.Matcher, { HttpCode: '200' });
   });
 
-  it('user data: migrate as the owner, then serve read-only without capabilities, admin port on loopback, logs to the app log group', () => {
+  it('user data: serve read-only without capabilities, admin port on loopback, logs to the app log group; no migrate, no owner secret', () => {
     const s = synth(DEFAULTS);
     const script = userData(s);
-    assert.match(script, /dnf install -y docker/);
+    assert.match(script, /retry dnf install -y docker/);
     const lines = script.split('\n');
-    const migrateAt = lines.findIndex((l) => l.startsWith('ExecStartPre=/usr/bin/docker run') && l.endsWith(' migrate'));
+    assert.ok(!lines.some((l) => l.endsWith(' migrate')), 'serving instances do not migrate');
+    assert.ok(!script.includes(JSON.stringify(s.ref(s.stack.database.ownerSecret.secretArn))), 'serving instances never see the owner secret');
     const serveAt = lines.findIndex((l) => l.startsWith('ExecStart=/usr/bin/docker run'));
-    assert.ok(migrateAt > 0 && serveAt > migrateAt, 'web-app migrate runs before serving, at every start');
     const envs = (line: string) => [...line.matchAll(/--env (\w+)=(\S+)/g)].map((m) => [m[1], m[2]]);
     const secret = (x: { secretArn: string }) => `<${JSON.stringify(s.ref(x.secretArn))}>`;
-    assert.deepEqual(envs(lines[migrateAt]), [
-      ['AWS_REGION', 'eu-west-1'],
-      ['APP_DB_CA_BUNDLE', '/etc/rds-ca/bundle.pem'],
-      ['APP_DB_TLS', 'verify-full'],
-      ['APP_OWNER_SECRET_ID', secret(s.stack.database.ownerSecret)],
-    ]);
+    const endpoint = `<${JSON.stringify({ 'Fn::GetAtt': [s.logicalId(s.stack.database.instance), 'Endpoint.Address'] })}>:<${JSON.stringify({ 'Fn::GetAtt': [s.logicalId(s.stack.database.instance), 'Endpoint.Port'] })}>`;
     const serve = lines[serveAt];
     assert.deepEqual(envs(serve), [
       ['AWS_REGION', 'eu-west-1'],
       ['APP_DB_CA_BUNDLE', '/etc/rds-ca/bundle.pem'],
       ['APP_DB_TLS', 'verify-full'],
+      // The app connects to the pinned endpoint only.
+      ['APP_DB_ENDPOINTS', endpoint],
       ['APP_SECRET_ID', secret(s.stack.database.appSecret)],
       ['APP_LISTEN_ADDR', '0.0.0.0:8080'],
       ['APP_ADMIN_LISTEN_ADDR', '0.0.0.0:9090'],
     ]);
-    for (const line of [lines[migrateAt], serve]) {
-      for (const flag of ['--read-only', '--cap-drop ALL', '--security-opt no-new-privileges', '--log-driver awslogs']) {
-        assert.ok(line.includes(` ${flag} `), `docker run lacks ${flag}: ${line}`);
-      }
-      assert.ok(line.includes(`--log-opt awslogs-group=<${JSON.stringify(s.ref(s.stack.webApp.logGroup.logGroupName))}>`), `log group: ${line}`);
-      assert.match(line, /--volume \/etc\/pki\/rds\/bundle.pem:\/etc\/rds-ca\/bundle.pem:ro/);
+    for (const flag of ['--read-only', '--cap-drop ALL', '--security-opt no-new-privileges', '--log-driver awslogs']) {
+      assert.ok(serve.includes(` ${flag} `), `docker run lacks ${flag}: ${serve}`);
     }
+    assert.ok(serve.includes(`--log-opt awslogs-group=<${JSON.stringify(s.ref(s.stack.webApp.logGroup.logGroupName))}>`), `log group: ${serve}`);
+    assert.match(serve, /--volume \/etc\/pki\/rds\/bundle.pem:\/etc\/rds-ca\/bundle.pem:ro/);
     // The app port for the load balancer; the admin port on the host's loopback only.
     assert.deepEqual([...serve.matchAll(/--publish (\S+)/g)].map((m) => m[1]), ['8080:8080', '127.0.0.1:9090:9090']);
     for (const forbidden of ['--privileged', '--network host', '--net=host', 'docker.sock', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', '"password"']) {
@@ -293,54 +344,141 @@ describe('web app fleet', () => {
     assert.match(script, new RegExp(`--logical-resource-id ${s.logicalId(s.stack.webApp.group)} `));
   });
 
-  it("the image goes to, and is pulled from, the stack's own repository: scan on push, immutable tags, no registry-wide setting", () => {
+  it('user data retries what fails transiently (metadata, packages, the signal) instead of failing the boot', () => {
+    const s = synth(DEFAULTS);
+    for (const script of [userData(s), userData(s, s.stack.migration.launchTemplate)]) {
+      const lines = script.split('\n');
+      const retryAt = lines.findIndex((l) => l.startsWith('retry() {'));
+      assert.ok(retryAt >= 0 && retryAt < lines.findIndex((l) => l.includes('dnf install')), 'retry() defined before use');
+      for (const step of ['dnf install -y docker', 'systemctl enable --now docker', 'curl -sf -X PUT', 'aws cloudformation signal-resource']) {
+        const line = lines.find((l) => l.includes(step))!;
+        assert.match(line, /retry /, `${step} is retried: ${line}`);
+      }
+    }
+    // The retry function itself: bounded, with a pause, and the last attempt's status is the result.
+    const fn = userData(s).split('\n').find((l) => l.startsWith('retry() {'))!;
+    assert.match(fn, /for n in 1 2 3 4 5/);
+    assert.match(fn, /sleep/);
+  });
+
+  it("the image is published to the bootstrap's repository and copied into the stack's own, which the instances pull from", () => {
     for (const context of [DEFAULTS, ARM_ONE_INSTANCE]) {
       const s = synth(context);
-      const repo = `${s.stack.stackName.toLowerCase()}/web-app`;
-      assert.match(
-        userData(s),
-        new RegExp(`docker pull <\\{"Fn::Sub":"123456789012\\.dkr\\.ecr\\.eu-west-1\\.\\$\\{AWS::URLSuffix\\}/${repo}:[0-9a-f]{64}"\\}>`),
+      const repoId = s.logicalId(s.stack.image.repository);
+      // <account from the repository's ARN>.dkr.ecr.<region>.<suffix>/<repository>:<asset hash>
+      const script = userData(s);
+      assert.ok(
+        script.includes(`docker pull <{"Fn::Select":[4,{"Fn::Split":[":",{"Fn::GetAtt":["${repoId}","Arn"]}]}]}>.dkr.ecr.`),
+        "pulls from the stack's own repository",
       );
-      assert.ok(!JSON.stringify(s.json).includes('container-assets'), "nothing refers to the bootstrap's shared repository");
-      for (const json of [s.json, s.registryJson]) {
-        assert.equal(resourcesOfType(json, 'AWS::ECR::RegistryScanningConfiguration').length, 0, "the account's scanning settings are not touched");
-      }
-      const repos = resourcesOfType(s.registryJson, 'AWS::ECR::Repository');
+      assert.match(script, new RegExp(`/<\\{"Ref":"${repoId}"\\}>:[0-9a-f]{64}\\n`), 'tagged with the asset hash');
+      assert.ok(!script.includes('container-assets'), "the instances never read the bootstrap's shared repository");
+      assert.equal(resourcesOfType(s.json, 'AWS::ECR::RegistryScanningConfiguration').length, 0, "the account's scanning settings are not touched");
+      const repos = resourcesOfType(s.json, 'AWS::ECR::Repository');
       assert.equal(repos.length, 1);
       assert.deepEqual(repos[0][1].ImageScanningConfiguration, { ScanOnPush: true });
-      assert.equal(repos[0][1].ImageTagMutability, 'IMMUTABLE');
-      assert.equal(repos[0][1].RepositoryName, repo);
+      assert.equal(repos[0][1].RepositoryName, undefined, 'a generated name: nothing blocks a replacement or a second deployment');
       assert.equal(repos[0][1].EmptyOnDelete, true);
-      // Only the bootstrap's image-publishing role may push (cdk deploy); pulls need the instance role's own policy.
-      assert.deepEqual(
-        repos[0][1].RepositoryPolicyText.Statement.map((st: any) => [st.Sid, st.Principal]),
-        [
-          [
-            'CdkDeployPushesTheWebAppImage',
-            { AWS: 'arn:aws:iam::123456789012:role/cdk-hnb659fds-image-publishing-role-123456789012-eu-west-1' },
-          ],
-        ],
-      );
-      // The main stack is deployed after the registry (cdk deploy publishes the image in between).
-      assert.deepEqual(
-        s.stack.dependencies.map((d) => d.stackName),
-        [s.registry.stackName],
-      );
+      // The copy: from the bootstrap's repository (what cdk deploy publishes to) into this one, same tag.
+      const [, copy] = resourcesOfType(s.json, 'Custom::CDKECRDeployment')[0];
+      assert.match(JSON.stringify(copy.SrcImage), /cdk-hnb659fds-container-assets-123456789012-eu-west-1:[0-9a-f]{64}/);
+      assert.match(JSON.stringify(copy.DestImage), new RegExp(`"Ref":"${repoId}"`));
+      // The stack is one: nothing for the CLI to order.
+      assert.deepEqual(s.stack.dependencies, []);
+      const [, copyFn] = resourcesOfType(s.json, 'AWS::Lambda::Function').find(([id]) => id.startsWith('CustomCDKECRDeployment'))!;
+      assert.deepEqual(copyFn.Architectures ?? ['x86_64'], ['x86_64'], "cdk-ecr-deployment's binary is x86-64");
+    }
+  });
+
+  it('only the copy function may push to the repository (an explicit deny for every other principal)', () => {
+    const s = synth(DEFAULTS);
+    const [, repo] = resourcesOfType(s.json, 'AWS::ECR::Repository')[0];
+    assert.deepEqual(repo.RepositoryPolicyText.Statement, [
+      {
+        Sid: 'OnlyTheCopyFunctionPushes',
+        Effect: 'Deny',
+        Principal: { AWS: '*' },
+        Action: ['ecr:CompleteLayerUpload', 'ecr:InitiateLayerUpload', 'ecr:PutImage', 'ecr:UploadLayerPart'],
+        Condition: { ArnNotEquals: { 'aws:PrincipalArn': { 'Fn::GetAtt': [s.logicalId(s.stack.image.copyRole), 'Arn'] } } },
+      },
+    ]);
+  });
+});
+
+describe('schema migration', () => {
+  it('runs `web-app migrate` as the owner on a one-shot instance the fleet waits for, then stops it', () => {
+    const s = synth(DEFAULTS);
+    const m = s.stack.migration;
+    const instance = s.json.Resources[s.logicalId(m.instance)] as Record<string, any>;
+    assert.equal(instance.Type, 'AWS::EC2::Instance');
+    assert.deepEqual(instance.CreationPolicy, { ResourceSignal: { Count: 1, Timeout: 'PT20M' } });
+    // A new image is a new launch template version, which replaces the instance: one migration per image.
+    assert.deepEqual(instance.Properties.LaunchTemplate.Version, { 'Fn::GetAtt': [s.logicalId(m.launchTemplate), 'LatestVersionNumber'] });
+    const data = s.json.Resources[s.logicalId(m.launchTemplate)].Properties!.LaunchTemplateData;
+    assert.equal(data.InstanceInitiatedShutdownBehavior, 'stop');
+    assert.deepEqual(data.MetadataOptions, { HttpEndpoint: 'enabled', HttpTokens: 'required', HttpPutResponseHopLimit: 2 });
+    const script = userData(s, m.launchTemplate);
+    const lines = script.split('\n');
+    const migrate = lines.find((l) => l.includes('docker run') && l.endsWith(' migrate'))!;
+    assert.ok(migrate.startsWith('retry '), 'migrate (idempotent) is retried');
+    assert.ok(migrate.includes(`--env APP_OWNER_SECRET_ID=<${JSON.stringify(s.ref(s.stack.database.ownerSecret.secretArn))}>`));
+    assert.ok(migrate.includes('--env APP_DB_ENDPOINTS='), 'the pinned endpoint');
+    assert.ok(!script.includes(JSON.stringify(s.ref(s.stack.database.appSecret.secretArn))), 'not the app secret');
+    assert.ok(lines.indexOf('signal SUCCESS') > lines.indexOf(migrate), 'signals after the migration');
+    assert.ok(lines.includes("trap 'shutdown -h now' EXIT"), 'stops itself');
+    assert.match(script, new RegExp(`--logical-resource-id ${s.logicalId(m.instance)} `));
+    // After the logins and the image copy; before the fleet.
+    for (const dep of [s.logicalId(s.stack.provisioner.resource), resourcesOfType(s.json, 'Custom::CDKECRDeployment')[0][0]]) {
+      assert.ok(instance.DependsOn.includes(dep), `waits for ${dep}`);
     }
   });
 });
 
 describe('a failed first deployment rolls back cleanly', () => {
-  it('every log group: generated name (or RDS-fixed), kept on update and delete, removed on a create rollback', () => {
-    for (const context of [DEFAULTS, SINGLE_USER_CMK]) {
+  it('every log group: generated name, a retention, kept on update and delete, removed on a create rollback', () => {
+    for (const context of [DEFAULTS, SINGLE_USER_CMK, LEAN]) {
       const s = synth(context);
       const groups = Object.entries(s.json.Resources).filter(([, r]) => r.Type === 'AWS::Logs::LogGroup') as [string, any][];
-      assert.ok(groups.length >= 7, `only ${groups.length} log groups`);
+      assert.ok(groups.length >= 8, `only ${groups.length} log groups`);
       for (const [id, group] of groups) {
         assert.equal(group.DeletionPolicy, 'RetainExceptOnCreate', id);
-        const name = group.Properties.LogGroupName;
-        if (name !== undefined) assert.equal(id, s.logicalId(s.stack.database.logGroup), `${id} has a fixed name`);
+        assert.equal(group.Properties.LogGroupName, undefined, `${id} has a fixed name`);
+        assert.equal(group.Properties.RetentionInDays, 365, `${id} retention`);
       }
+    }
+  });
+
+  it('every function logs to a log group with a retention, so Lambda creates none that never expires', () => {
+    for (const context of [DEFAULTS, SINGLE_USER_CMK, LEAN]) {
+      const s = synth(context);
+      for (const [id, fn] of resourcesOfType(s.json, 'AWS::Lambda::Function')) {
+        // CDK's log retention function sets its own log group's retention (1 day) itself.
+        if (id.startsWith('LogRetention')) continue;
+        const group = fn.LoggingConfig?.LogGroup?.Ref as string | undefined;
+        assert.ok(group, `${id} logs to a group Lambda would create without retention`);
+        assert.equal(s.json.Resources[group].Properties!.RetentionInDays, 365, id);
+      }
+      // The database's log group (its name follows the generated identifier): retention set by CDK's resource.
+      const [, retention] = resourcesOfType(s.json, 'Custom::LogRetention')[0];
+      assert.deepEqual(retention.LogGroupName, {
+        'Fn::Join': ['', ['/aws/rds/instance/', { Ref: s.logicalId(s.stack.database.instance) }, '/postgresql']],
+      });
+      assert.equal(retention.RetentionInDays, 365);
+    }
+  });
+
+  it('no fixed physical names that would block a replacing update (database, repository, log groups)', () => {
+    for (const context of [DEFAULTS, SINGLE_USER_CMK]) {
+      const s = synth(context);
+      const named: string[] = [];
+      for (const [id, r] of Object.entries(s.json.Resources)) {
+        const p = r.Properties ?? {};
+        for (const key of ['DBInstanceIdentifier', 'RepositoryName', 'LogGroupName', 'FunctionName', 'RoleName', 'TopicName', 'Name']) {
+          // A literal string is a fixed name; a Ref/GetAtt to a generated one is not.
+          if (typeof p[key] === 'string' && r.Type !== 'Custom::LogRetention') named.push(`${id}.${key}`);
+        }
+      }
+      assert.deepEqual(named, []);
     }
   });
 
@@ -350,9 +488,11 @@ describe('a failed first deployment rolls back cleanly', () => {
     const guards = resourcesOfType(s.json, 'Custom::DatabaseDeletionProtection');
     assert.equal(guards.length, 1);
     const guard = s.json.Resources[guards[0][0]] as Record<string, any>;
-    const call = JSON.parse(guard.Properties.Create);
-    assert.deepEqual(call.parameters, { DBInstanceIdentifier: 'pgrotation-postgres', DeletionProtection: true, ApplyImmediately: true });
-    assert.deepEqual(JSON.parse(guard.Properties.Update), call);
+    // modifyDBInstance on the generated identifier (a Ref), protection on, now.
+    const create = JSON.stringify(guard.Properties.Create);
+    assert.ok(create.includes(`{"Ref":"${s.logicalId(s.stack.database.instance)}"}`), create);
+    assert.match(create, /\\"DeletionProtection\\":true,\\"ApplyImmediately\\":true/);
+    assert.deepEqual(guard.Properties.Update, guard.Properties.Create);
     assert.equal(guard.Properties.Delete, undefined, 'removing the guard never unprotects the database');
     // Everything the guard waits for, directly or through what those wait for
     // (DependsOn, Ref, Fn::GetAtt): that must be the whole stack but the guard's
@@ -394,11 +534,13 @@ describe('a failed first deployment rolls back cleanly', () => {
 });
 
 describe('database', () => {
-  it('is PostgreSQL at a pinned full version, encrypted, private, TLS forced', () => {
+  it('is PostgreSQL at its major version (RDS picks and upgrades the minor), encrypted, private, TLS forced', () => {
     const s = synth(DEFAULTS);
     s.template.hasResourceProperties('AWS::RDS::DBInstance', {
       Engine: 'postgres',
-      EngineVersion: Match.stringLikeRegexp('^\\d+\\.\\d+$'),
+      // Not a minor that RDS will stop offering: new deployments keep working.
+      EngineVersion: '17',
+      AutoMinorVersionUpgrade: true,
       StorageEncrypted: true,
       PubliclyAccessible: false,
       DBParameterGroupName: { Ref: Match.anyValue() },
@@ -518,7 +660,35 @@ describe('alarms and dashboard', () => {
     for (const [, a] of watched('Duration', 'AWS/Lambda')) assert.equal(a.Threshold, 24000, '80 % of the 30 s timeout');
     assert.equal(watched('HTTPCode_Target_5XX_Count', 'AWS/ApplicationELB').length, 1);
     assert.equal(watched('UnHealthyHostCount', 'AWS/ApplicationELB').length, 1);
-    assert.equal(alarms.length, 3 * 2 + 2);
+    assert.equal(alarms.length, 3 * 2 + 2 + 5);
+  });
+
+  it('alarms on the database (CPU, free storage, connections), the in-service count and EventBridge delivery failures', () => {
+    for (const context of [DEFAULTS, LEAN]) {
+      const s = synth(context);
+      const alarms = resourcesOfType(s.json, 'AWS::CloudWatch::Alarm');
+      const one = (metric: string, namespace: string) => {
+        const found = alarms.filter(([, a]) => a.MetricName === metric && a.Namespace === namespace);
+        assert.equal(found.length, 1, `${namespace} ${metric}`);
+        return found[0][1];
+      };
+      const db = [{ Name: 'DBInstanceIdentifier', Value: { Ref: s.logicalId(s.stack.database.instance) } }];
+      const cpu = one('CPUUtilization', 'AWS/RDS');
+      assert.deepEqual(cpu.Dimensions, db);
+      assert.equal(cpu.Threshold, 80);
+      const storage = one('FreeStorageSpace', 'AWS/RDS');
+      assert.equal(storage.ComparisonOperator, 'LessThanThreshold');
+      assert.equal(storage.Threshold, 2 * 1024 ** 3);
+      const connections = one('DatabaseConnections', 'AWS/RDS');
+      assert.equal(connections.Threshold, Math.floor(Math.floor(1024 ** 3 / 9531392) * 0.8), 't4g.micro: 80 % of max_connections');
+      const inService = one('GroupInServiceInstances', 'AWS/AutoScaling');
+      assert.deepEqual(inService.Dimensions, [{ Name: 'AutoScalingGroupName', Value: { Ref: s.logicalId(s.stack.webApp.group) } }]);
+      assert.equal(inService.Threshold, Number(s.stack.webApp.group.node.tryGetContext('fleetSize') ?? (context === LEAN ? 1 : 2)));
+      assert.equal(inService.ComparisonOperator, 'LessThanThreshold');
+      const delivery = one('FailedInvocations', 'AWS/Events');
+      assert.deepEqual(delivery.Dimensions, [{ Name: 'RuleName', Value: { Ref: s.logicalId(s.stack.operations.rule) } }]);
+      if (context === LEAN) assert.equal(alarms.filter(([, a]) => a.Namespace === 'AWS/ApplicationELB').length, 0, 'no load balancer, no alarms on it');
+    }
   });
 
   it("counts each instance's credential switches by secret version, from the app's switch log line", () => {

@@ -1,6 +1,8 @@
 // Context parsing (`-c key=value` arrives as strings), the function-asset check
 // and the RDS CA bundle: fast tests, no synthesis.
 
+// First: this process's private temporary directory, removed at exit.
+import '../scripts/offline';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -24,6 +26,10 @@ describe('settings from context', () => {
     assert.equal(s.rotationDays, 30);
     assert.equal(s.deletionProtection, true);
     assert.equal(s.rotationFnArchitecture, 'x86_64');
+    // The major version: RDS picks (and upgrades) the minor, so a new deployment never asks for a retired one.
+    assert.equal(s.postgresVersion, '17');
+    assert.equal(fromContext({ postgresVersion: '16.9' }).postgresVersion, '16.9', 'a minor can still be pinned');
+    assert.deepEqual([s.loadBalancer, s.endpointZones, s.sessionManager], [true, 2, true]);
     assert.ok(s.rotationFnAssetDir.endsWith(path.join('target', 'lambda', 'bootstrap')));
   });
 
@@ -40,10 +46,16 @@ describe('settings from context', () => {
       [{ rotationStrategy: 'multi-user' }, 'rotationStrategy'],
       [{ rotationDays: '0' }, 'rotationDays'],
       [{ rotationDays: '400' }, 'rotationDays'],
+      // Only the cadences lib/schedules.ts staggers.
+      [{ rotationDays: '14' }, 'rotationDays'],
       [{ deletionProtection: 'yes' }, 'deletionProtection'],
       [{ appIngressCidr: '0.0.0.0' }, 'appIngressCidr'],
       [{ appIngressCidr: '300.1.1.1/32' }, 'appIngressCidr'],
-      [{ postgresVersion: '17' }, 'postgresVersion'],
+      [{ postgresVersion: 'latest' }, 'postgresVersion'],
+      [{ postgresVersion: '17.' }, 'postgresVersion'],
+      [{ endpointZones: '3' }, 'endpointZones'],
+      [{ loadBalancer: 'no' }, 'loadBalancer'],
+      [{ sessionManager: 'maybe' }, 'sessionManager'],
       [{ alertEmail: 'not-an-address' }, 'alertEmail'],
       [{ passwordLength: '8' }, 'passwordLength'],
       [{ fleetSize: '0' }, 'fleetSize'],

@@ -39,6 +39,7 @@ pub mod stages;
 
 mod app;
 mod control;
+mod cron;
 mod rotation;
 mod secretsmanager;
 mod upstream;

@@ -4,16 +4,20 @@
 //! `ScheduleExpression`, never both, plus an optional rotation window
 //! `Duration`. AWS's shortest schedule is `rate(4 hours)`; here any `rate()`
 //! down to one second is allowed, so that a test or a demo can watch a
-//! schedule fire. `cron()` is refused with a clear message: there is no cron
-//! evaluator here, and a schedule that silently never fires would be worse.
+//! schedule fire. `cron()` expressions (the stack's staggered schedules,
+//! cdk/lib/schedules.ts) are evaluated by `crate::cron`, in UTC.
 //!
-//! A rotation is due one interval after the previous one started (the
-//! schedule's *anchor*). Secrets Manager's rotation windows (a random moment
-//! inside `Duration`) are not modelled: the window is stored and echoed only.
+//! A `rate()` or days rotation is due one interval after the previous one
+//! started (the schedule's *anchor*); a `cron()` rotation at the first
+//! matching minute after the anchor. Secrets Manager rotates at a random
+//! moment inside the window (`Duration`); here the window's start is the
+//! moment, so a test knows when to look. The window is stored and echoed.
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
+
+use crate::cron::Cron;
 
 const DAY: u64 = 86_400;
 
@@ -23,7 +27,16 @@ pub struct RotationRules {
     automatically_after_days: Option<u64>,
     schedule_expression: Option<String>,
     duration: Option<String>,
-    interval: Duration,
+    schedule: Schedule,
+}
+
+/// When rotations fall due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Schedule {
+    /// `AutomaticallyAfterDays` or `rate()`: a fixed interval after the anchor.
+    Every(Duration),
+    /// `cron()`: the next matching minute after the anchor.
+    Cron(Box<Cron>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,8 +51,8 @@ pub enum RulesError {
     Days,
     #[error("RotationRules.ScheduleExpression {0:?} is not rate(N seconds|minutes|hours|days) with N >= 1.")]
     Expression(String),
-    #[error("RotationRules.ScheduleExpression {0:?}: cron() schedules are not supported by sm-local; use rate().")]
-    Cron(String),
+    #[error("RotationRules.ScheduleExpression {0:?} is not a valid cron expression: {1}.")]
+    Cron(String, String),
     #[error("RotationRules.Duration {0:?} must be a whole number of hours from 1h to 24h.")]
     Duration(String),
 }
@@ -65,30 +78,40 @@ impl RotationRules {
                 Some(text.to_owned())
             }
         };
-        let interval = match (days, &expression) {
+        let schedule = match (days, &expression) {
             (Some(_), Some(_)) => return Err(RulesError::Both),
             (None, None) => return Err(RulesError::Neither),
-            (Some(days), None) => Duration::from_secs(days * DAY),
-            (None, Some(expression)) => parse_rate(expression)?,
+            (Some(days), None) => Schedule::Every(Duration::from_secs(days * DAY)),
+            (None, Some(expression)) if expression.starts_with("cron(") => Schedule::Cron(Box::new(
+                Cron::parse(expression).map_err(|e| RulesError::Cron(expression.clone(), e.to_string()))?,
+            )),
+            (None, Some(expression)) => Schedule::Every(parse_rate(expression)?),
         };
-        Ok(Self { automatically_after_days: days, schedule_expression: expression, duration, interval })
+        Ok(Self { automatically_after_days: days, schedule_expression: expression, duration, schedule })
     }
 
-    /// Time between two scheduled rotations.
-    pub fn interval(&self) -> Duration {
-        self.interval
+    /// Time between two scheduled rotations; `None` for a `cron()` schedule.
+    pub fn interval(&self) -> Option<Duration> {
+        match &self.schedule {
+            Schedule::Every(interval) => Some(*interval),
+            Schedule::Cron(_) => None,
+        }
     }
 
-    /// When the next rotation is due, given when the previous one started.
+    /// When the next rotation is due, given when the previous one started. A
+    /// cron schedule with no match within five years (a past year) never is.
     pub fn next_due(&self, anchor: SystemTime) -> SystemTime {
-        anchor + self.interval
+        match &self.schedule {
+            Schedule::Every(interval) => anchor + *interval,
+            Schedule::Cron(cron) => cron.next_after(anchor).unwrap_or(anchor + Duration::from_secs(1_000 * 366 * DAY)),
+        }
     }
 
     /// The rules as DescribeSecret reports them. Like Secrets Manager, a
     /// schedule in whole days also reports `AutomaticallyAfterDays`.
     pub fn to_json(&self) -> Value {
         let mut rules = Map::new();
-        let whole_days = self.interval.as_secs().is_multiple_of(DAY).then_some(self.interval.as_secs() / DAY);
+        let whole_days = self.interval().filter(|i| i.as_secs().is_multiple_of(DAY)).map(|i| i.as_secs() / DAY);
         if let Some(days) = self.automatically_after_days.or(whole_days) {
             rules.insert("AutomaticallyAfterDays".into(), json!(days));
         }
@@ -107,9 +130,6 @@ impl RotationRules {
 pub fn parse_rate(expression: &str) -> Result<Duration, RulesError> {
     let expression = expression.trim();
     let invalid = || RulesError::Expression(expression.to_owned());
-    if expression.starts_with("cron(") {
-        return Err(RulesError::Cron(expression.to_owned()));
-    }
     let inner = expression.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')).ok_or_else(invalid)?;
     let mut words = inner.split_whitespace();
     let (Some(count), Some(unit), None) = (words.next(), words.next(), words.next()) else {
@@ -155,16 +175,16 @@ mod tests {
         {
             assert_eq!(parse_rate(bad), Err(RulesError::Expression(bad.to_owned())), "{bad}");
         }
-        assert!(matches!(parse_rate("cron(0 2 * * ? *)"), Err(RulesError::Cron(_))));
+        assert!(matches!(parse_rate("cron(0 2 * * ? *)"), Err(RulesError::Expression(_))), "parse_rate is rate() only");
         assert!(parse_rate(&format!("rate({} days)", u64::MAX)).is_err(), "overflow is refused, not wrapped");
     }
 
     #[test]
     fn days_or_expression_but_not_both() {
         let days = rules(json!({"AutomaticallyAfterDays": 30})).expect("days");
-        assert_eq!(days.interval(), Duration::from_secs(30 * DAY));
+        assert_eq!(days.interval(), Some(Duration::from_secs(30 * DAY)));
         let rate = rules(json!({"ScheduleExpression": "rate(10 seconds)", "Duration": "2h"})).expect("rate");
-        assert_eq!(rate.interval(), Duration::from_secs(10));
+        assert_eq!(rate.interval(), Some(Duration::from_secs(10)));
         assert_eq!(
             rules(json!({"AutomaticallyAfterDays": 1, "ScheduleExpression": "rate(1 day)"})),
             Err(RulesError::Both)
@@ -205,5 +225,32 @@ mod tests {
         );
         let short = rules(json!({"ScheduleExpression": "rate(10 seconds)"})).expect("rate");
         assert_eq!(short.to_json(), json!({"ScheduleExpression": "rate(10 seconds)"}));
+    }
+
+    #[test]
+    fn the_stacks_cron_schedules_with_a_window_are_accepted_and_fall_due_at_the_window_start() {
+        // What cdk/lib/schedules.ts writes into the three RotationSchedule resources.
+        // Anchor: Monday 2026-12-07 17:39:11 UTC.
+        let anchor = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_665_151);
+        for (expression, due) in [
+            ("cron(0 4 * * ? *)", 1_796_702_400),      // Tuesday 2026-12-08 04:00
+            ("cron(0 8 ? * TUE *)", 1_796_716_800),    // Tuesday 2026-12-08 08:00
+            ("cron(0 12 ? * TUE#1 *)", 1_799_150_400), // Tuesday 2027-01-05 12:00
+        ] {
+            let rules = rules(json!({"ScheduleExpression": expression, "Duration": "2h"})).expect(expression);
+            assert_eq!(rules.next_due(anchor), SystemTime::UNIX_EPOCH + Duration::from_secs(due), "{expression}");
+            assert_eq!(rules.interval(), None);
+            assert_eq!(rules.to_json(), json!({"ScheduleExpression": expression, "Duration": "2h"}), "echoed as given");
+        }
+    }
+
+    #[test]
+    fn an_invalid_cron_expression_is_refused_with_the_reason() {
+        let err = rules(json!({"ScheduleExpression": "cron(0 2 * * * *)"})).expect_err("both day fields");
+        assert!(
+            matches!(&err, RulesError::Cron(e, why) if e == "cron(0 2 * * * *)" && why.contains("day-of-week")),
+            "{err}"
+        );
+        assert!(rules(json!({"ScheduleExpression": "cron(0 25 * * ? *)"})).is_err());
     }
 }

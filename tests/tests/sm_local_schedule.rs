@@ -42,7 +42,7 @@ async fn a_schedule_rotates_by_itself_retries_what_failed_and_stops_when_cancell
 
     // Rules Secrets Manager refuses are refused, and nothing is configured.
     for (rules, why) in [
-        (RotationRulesType::builder().schedule_expression("cron(0 2 * * ? *)").build(), "cron"),
+        (RotationRulesType::builder().schedule_expression("cron(0 2 * * * *)").build(), "cron with both day fields"),
         (RotationRulesType::builder().schedule_expression("rate(0 minutes)").build(), "zero"),
         (RotationRulesType::builder().schedule_expression("rate(1 day)").automatically_after_days(1).build(), "both"),
     ] {
