@@ -1,13 +1,13 @@
 //! A fleet, simulated: N instances (default 200) of the web app's credential logic in one
 //! process — each with its own Secrets Manager client view, `Credentials` state machine,
-//! change checks and acquire path (`web_app::pool::Acquirer`), and a model pool of two
+//! change checks and acquire path (`web_app::Acquirer`), and a model pool of two
 //! connections whose logins are real TLS + SCRAM logins to PostgreSQL (opened, counted,
 //! closed: 400 held sessions would not fit the test server's 100) — against moto, through
 //! single-user and alternating-users rotations run by the real rotation function.
 //!
 //! Reports per rotation: Secrets Manager calls per instance (beyond the periodic change
 //! checks, measured in a steady window first), database logins (the pools' and the
-//! verification logins), the most logins in any one second against the fleet's total pool
+//! verification logins), refused logins (the fleet's, and the most one instance caused), the most logins in any one second against the fleet's total pool
 //! size, failed acquires, and the time until every instance's new connections use the new
 //! version. Results go to web-app/BENCHMARKS.md by hand.
 //!
@@ -29,10 +29,10 @@ use e2e::TestEnv;
 use e2e::web_app::Deployment;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use web_app::credentials::{CredentialTarget, Credentials, RefreshPolicy, Verify, VerifyError, initial_login};
-use web_app::metrics::Metrics;
-use web_app::pool::{Acquirer, Connections, PoolSignals};
-use web_app::secret_source::AwsSecretSource;
+use web_app::AwsSecretSource;
+use web_app::Metrics;
+use web_app::{Acquirer, Connections, PoolSignals};
+use web_app::{CredentialTarget, Credentials, RefreshPolicy, Verify, VerifyError, initial_login};
 
 const POOL_SIZE: usize = 2;
 
@@ -88,6 +88,8 @@ async fn login(connector: &Connector, secret: &DbSecret) -> Result<(), sqlx::Err
 struct Verifier {
     connector: Connector,
     logins: Arc<Logins>,
+    /// The instance's refused logins (its pool's and its verifications').
+    refused: Arc<AtomicU64>,
 }
 
 impl Verify for Verifier {
@@ -98,6 +100,8 @@ impl Verify for Verifier {
             Err(e) => {
                 let failure = db_secret::DbFailure::classify(&e);
                 if failure.is_auth() {
+                    self.logins.refused.fetch_add(1, Ordering::Relaxed);
+                    self.refused.fetch_add(1, Ordering::Relaxed);
                     Err(VerifyError::Rejected { sqlstate: failure.label().to_owned() })
                 } else {
                     Err(VerifyError::Unreachable(failure.to_string()))
@@ -133,6 +137,8 @@ struct ModelPool {
     target: Target,
     expires: Mutex<Vec<Instant>>,
     lifetime: Duration,
+    /// Logins of this instance's pool the database refused.
+    refused: Arc<AtomicU64>,
 }
 
 impl Connections for ModelPool {
@@ -158,6 +164,7 @@ impl Connections for ModelPool {
             Err(e) => {
                 if db_secret::DbFailure::classify(&e).is_auth() {
                     verifier.logins.refused.fetch_add(1, Ordering::Relaxed);
+                    self.refused.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e)
             }
@@ -169,6 +176,12 @@ impl Connections for ModelPool {
         expires.retain(|t| *t > Instant::now());
         (expires.len() == POOL_SIZE).then_some(())
     }
+
+    fn size(&self) -> u32 {
+        let mut expires = self.expires.lock().expect("slots");
+        expires.retain(|t| *t > Instant::now());
+        expires.len() as u32
+    }
 }
 
 type Creds = Arc<Credentials<AwsSecretSource, Target>>;
@@ -177,6 +190,7 @@ struct Instance {
     creds: Creds,
     metrics: Arc<Metrics>,
     failures: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -204,7 +218,8 @@ impl Fleet {
         for _ in 0..n {
             let metrics = Arc::new(Metrics::new());
             let source = AwsSecretSource::new(client.clone(), arn.to_owned(), metrics.clone());
-            let verifier = Verifier { connector: connector.clone(), logins: logins.clone() };
+            let refused = Arc::new(AtomicU64::new(0));
+            let verifier = Verifier { connector: connector.clone(), logins: logins.clone(), refused: refused.clone() };
             let (initial, seen) = initial_login(&source, &verifier).await.expect("initial login");
             let target = Target { verifier, login: Arc::new(Mutex::new(initial.secret.clone())) };
             let creds: Creds = Arc::new(Credentials::new(
@@ -215,7 +230,7 @@ impl Fleet {
                 seen,
                 RefreshPolicy::new(Duration::from_secs(300)),
             ));
-            let pool = ModelPool { target, expires: Mutex::new(Vec::new()), lifetime };
+            let pool = ModelPool { target, expires: Mutex::new(Vec::new()), lifetime, refused: refused.clone() };
             let acquirer = Arc::new(Acquirer::new(
                 pool,
                 Arc::new(creds.clone()),
@@ -237,7 +252,7 @@ impl Fleet {
                     }
                 }
             });
-            instances.push(Instance { creds, metrics, failures, tasks: vec![checks, requests] });
+            instances.push(Instance { creds, metrics, failures, refused, tasks: vec![checks, requests] });
             // Instances start over a few seconds, as a real fleet's do.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -252,6 +267,11 @@ impl Fleet {
         self.instances.iter().map(|i| i.failures.load(Ordering::Relaxed)).sum()
     }
 
+    /// Refused pool logins per instance so far.
+    fn refused_per_instance(&self) -> Vec<u64> {
+        self.instances.iter().map(|i| i.refused.load(Ordering::Relaxed)).collect()
+    }
+
     fn on_version(&self, version: &str) -> usize {
         self.instances.iter().filter(|i| i.creds.active().version_id == version).count()
     }
@@ -263,6 +283,8 @@ struct Row {
     logins: f64,
     peak_per_second: usize,
     refused: f64,
+    /// The most refused logins one instance caused in one rotation.
+    refused_max_instance: u64,
     failed: u64,
     all_switched_s: f64,
     after_finish_s: f64,
@@ -287,8 +309,9 @@ async fn run(strategy: &'static str, n: usize, rotations: u64, check: Duration, 
     let (calls_start, logins_start, refused_start, failed_start) =
         (fleet.sm_calls(), fleet.logins.total(), fleet.logins.refused.load(Ordering::Relaxed), fleet.failures());
     let started = Instant::now();
-    let (mut switched_total, mut after_finish_total, mut peak) = (0.0, 0.0, 0);
+    let (mut switched_total, mut after_finish_total, mut peak, mut refused_max) = (0.0, 0.0, 0, 0);
     for _ in 0..rotations {
+        let refused_before = fleet.refused_per_instance();
         let rotation_started = Instant::now();
         let token = env.rotate(&arn).await.expect("rotation");
         let finished = Instant::now();
@@ -305,6 +328,9 @@ async fn run(strategy: &'static str, n: usize, rotations: u64, check: Duration, 
         peak = peak.max(fleet.logins.peak_per_second(rotation_started, done));
         // Quiet time before the next rotation: a full pool generation.
         tokio::time::sleep(lifetime).await;
+        let refused_after = fleet.refused_per_instance();
+        let most = refused_after.iter().zip(&refused_before).map(|(a, b)| a - b).max().unwrap_or(0);
+        refused_max = refused_max.max(most);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let calls = (fleet.sm_calls() - calls_start) as f64 - periodic_per_second * elapsed;
@@ -315,6 +341,7 @@ async fn run(strategy: &'static str, n: usize, rotations: u64, check: Duration, 
         logins: per_rotation((fleet.logins.total() - logins_start) as f64 - steady_logins_per_second * elapsed),
         peak_per_second: peak,
         refused: per_rotation((fleet.logins.refused.load(Ordering::Relaxed) - refused_start) as f64),
+        refused_max_instance: refused_max,
         failed: fleet.failures() - failed_start,
         all_switched_s: per_rotation(switched_total),
         after_finish_s: per_rotation(after_finish_total),
@@ -346,16 +373,17 @@ async fn main() {
         lifetime.as_secs()
     );
     println!(
-        "| strategy | SM calls / instance | DB logins beyond pool cycling | refused logins | peak logins in 1 s | failed acquires | all on new version after | after finishSecret |"
+        "| strategy | SM calls / instance | DB logins beyond pool cycling | refused logins | most refused by one instance | peak logins in 1 s | failed acquires | all on new version after | after finishSecret |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {:.2} | {:.0} | {:.0} | {} | {} | {:.1} s | {:.1} s |",
+            "| {} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {:.1} s | {:.1} s |",
             r.strategy,
             r.calls_per_instance,
             r.logins,
             r.refused,
+            r.refused_max_instance,
             r.peak_per_second,
             r.failed,
             r.all_switched_s,

@@ -10,10 +10,10 @@ use std::time::Duration;
 use e2e::TestEnv;
 use e2e::web_app::{http_client, request};
 use serde_json::json;
-use web_app::app::{App, connector};
-use web_app::config::Config;
-use web_app::metrics::Metrics;
-use web_app::secret_source::{AwsSecretSource, SecretSource, SecretVersion, SourceError, Stage, Stages};
+use web_app::Config;
+use web_app::Metrics;
+use web_app::{App, connector};
+use web_app::{AwsSecretSource, SecretSource, SecretVersion, SourceError, Stage, Stages};
 
 /// The real source, counted, with a switch that makes Secrets Manager unreachable.
 #[derive(Debug)]

@@ -102,6 +102,8 @@ struct Run {
     rotations: u64,
     /// Sessions of the app the database terminated.
     killed: i64,
+    /// Logins the server refused, per quick rotation (its log's FATAL lines).
+    refused: Vec<usize>,
 }
 
 /// The versions of the app's `switched…` log lines, in order (as the CDK's
@@ -125,7 +127,7 @@ impl Run {
         let started = Instant::now();
         let load = Load::start(&app, CLIENTS, PACE);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        Run { env, arn, proxy, app, load, calls_before, started, rotations: 0, killed: 0 }
+        Run { env, arn, proxy, app, load, calls_before, started, rotations: 0, killed: 0, refused: Vec::new() }
     }
 
     /// Every session of the app ends now.
@@ -152,10 +154,17 @@ impl Run {
         self.rotations += 1;
     }
 
+    /// Rotations with quiet time after each; the server's log must show at most one
+    /// refused login per rotation, whatever the pool size and the 32 clients waiting: a
+    /// refused login stays a signal worth paging on.
     async fn quick_rotations(&mut self, n: u64) {
         for _ in 0..n {
+            let mark = self.env.server_log_mark();
             self.rotate_killing_sessions().await;
             tokio::time::sleep(BETWEEN_ROTATIONS).await;
+            let refused = self.env.refused_logins_since(mark);
+            assert!(refused.len() <= 1, "{} refused logins in one rotation:\n{}", refused.len(), refused.join("\n"));
+            self.refused.push(refused.len());
         }
     }
 
@@ -173,10 +182,12 @@ impl Run {
         let retried = metrics.sum("web_app_db_retries_total", &["reason=\"session_lost\""]);
         eprintln!(
             "{label}: {} requests, {} rotations in {elapsed:?}, {} sessions terminated, {retried} retried on a new \
-             connection, {calls} Secrets Manager calls (bound {bound}), p50 {} µs, p99 {} µs",
+             connection, refused logins per quick rotation {:?}, {calls} Secrets Manager calls (bound {bound}), \
+             p50 {} µs, p99 {} µs",
             report.ok,
             self.rotations,
             self.killed,
+            self.refused,
             report.percentile_us(50.0),
             report.percentile_us(99.0)
         );
@@ -200,6 +211,7 @@ async fn single_user_rotations_with_sessions_terminated_fail_no_request() {
     // A long pause between setSecret and finishSecret: the database already holds the
     // pending password, AWSCURRENT still names the old one, and every session is gone.
     // The app must find AWSPENDING.
+    let mark = run.env.server_log_mark();
     let token = run.env.begin_rotation(&arn).await;
     run.step("createSecret", &token).await;
     run.step("setSecret", &token).await;
@@ -213,6 +225,8 @@ async fn single_user_rotations_with_sessions_terminated_fail_no_request() {
     run.kill_sessions().await;
     run.rotations += 1;
     tokio::time::sleep(BETWEEN_ROTATIONS).await;
+    let refused = run.env.refused_logins_since(mark);
+    assert_eq!(refused.len(), 1, "one refused login for the rotation that paused:\n{}", refused.join("\n"));
 
     // A rotation that fails after setSecret (testSecret cannot verify the database's
     // certificate with the CA bundle it was given) and is finished much later, when
@@ -242,9 +256,11 @@ async fn single_user_rotations_with_sessions_terminated_fail_no_request() {
     assert_eq!(run.app.whoami().await.1, version, "kept the login that was briefly refused");
 
     run.quick_rotations(3).await;
+    let run_refused = run.refused.clone();
     let (mut env, mut app, report, metrics) = run.finish("single-user").await;
     let metrics = e2e::web_app::Metrics::parse(&metrics);
     assert!(metrics.sum("web_app_db_auth_failures_total", &[]) >= 1.0, "the rotations did refuse old logins");
+    assert!(run_refused.iter().sum::<usize>() >= 1, "the server did refuse old logins: {run_refused:?}");
     assert!(
         metrics.sum("web_app_credential_refreshes_total", &["trigger=\"auth_failure\"", "outcome=\"kept\""]) >= 1.0,
         "the briefly refused login was found working again\n{}",

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
 use crate::config::{Config, MigrateConfig};
-use crate::credentials::{Credentials, CredentialsError, RefreshPolicy, initial_login};
+use crate::credentials::{Credentials, CredentialsError, Pinned, RefreshPolicy, initial_login};
 use crate::metrics::Metrics;
 use crate::migrations::{self, SchemaError};
 use crate::pool::{Db, PgTarget, PgVerifier, build_pool};
@@ -44,6 +44,8 @@ pub enum StartupError {
     Credentials(#[from] CredentialsError),
     #[error("schema: {0}")]
     Schema(#[from] SchemaError),
+    #[error("the owner's secret: {0}")]
+    EndpointNotAllowed(db_secret::EndpointRefused),
     #[error("migrating as {user}: {source}")]
     Migrate { user: String, source: DbFailure },
     #[error("cannot listen on {addr}: {source}")]
@@ -116,6 +118,9 @@ pub async fn migrate(config: MigrateConfig) -> Result<(), StartupError> {
         let attempt = async {
             let owner = source.get(Stage::Current).await.map_err(CredentialsError::from)?;
             let user = owner.secret.username.clone();
+            if let Some(pin) = &config.db_endpoints {
+                pin.check(&owner.secret).map_err(StartupError::EndpointNotAllowed)?;
+            }
             let migrate_error = |source| StartupError::Migrate { user: user.clone(), source };
             let mut conn = connector.connect(&owner.secret, |o| o).await.map_err(migrate_error)?;
             let applied = migrations::apply(&mut conn).await.map_err(|e| migrate_error(DbFailure::classify(&e)))?;
@@ -147,6 +152,7 @@ pub struct App {
     admin: TcpListener,
     state: AppState,
     checker: JoinHandle<()>,
+    warm: JoinHandle<()>,
     shutdown_grace: Duration,
 }
 
@@ -163,7 +169,8 @@ impl App {
         S: SecretSource + std::fmt::Debug,
     {
         // The first login that works; retry only what may fix itself.
-        let verifier = PgVerifier { connector: connector.clone() };
+        let verifier =
+            Pinned::new(config.db_endpoints.clone(), PgVerifier { connector: connector.clone() }, metrics.clone());
         let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
         let (initial, current_seen) = loop {
@@ -181,8 +188,9 @@ impl App {
         // per-instance credential version is known from the first line on.
         tracing::info!(secret_id = %source.secret_id(), to = %initial.version_id, user = %initial.secret.username, "switched to its first database login, verified");
 
-        let (pool, signals) = build_pool(config, &initial.secret, &connector)?;
-        let target = PgTarget { pool: pool.clone(), connector };
+        let (pool, signals) = build_pool(config, &initial.secret, &connector).map_err(StartupError::Connect)?;
+        let target =
+            Pinned::new(config.db_endpoints.clone(), PgTarget { pool: pool.clone(), connector }, metrics.clone());
         let credentials = Arc::new(Credentials::new(
             source,
             target,
@@ -202,8 +210,9 @@ impl App {
         let admin = bind(config.admin_listen_addr).await?;
         let checker =
             tokio::spawn(credentials.run_change_checks(config.secret_check_interval, config.secret_backoff_max));
+        let warm = tokio::spawn(db.clone().keep_warm(config.pool_min_connections));
         let state = AppState { db, metrics, request_timeout: config.request_timeout };
-        Ok(App { public, admin, state, checker, shutdown_grace: config.shutdown_grace })
+        Ok(App { public, admin, state, checker, warm, shutdown_grace: config.shutdown_grace })
     }
 
     /// Where the public API listens (health, readiness, notes).
@@ -223,7 +232,7 @@ impl App {
     /// Serves both listeners until `shutdown` resolves, then lets in-flight requests
     /// finish (at most `APP_SHUTDOWN_GRACE`) and closes the pool.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
-        let App { public, admin, state, checker, shutdown_grace } = self;
+        let App { public, admin, state, checker, warm, shutdown_grace } = self;
         tracing::info!(public = %public.local_addr().map_err(StartupError::Serve)?, admin = %admin.local_addr().map_err(StartupError::Serve)?, "listening");
         let pool = state.db.pool().clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -245,6 +254,7 @@ impl App {
             }
         };
         checker.abort();
+        warm.abort();
         pool.close().await;
         tracing::info!("stopped");
         result

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use db_secret::TlsFloor;
+use db_secret::{Endpoints, EndpointsError, TlsFloor};
 
 /// Every `APP_*` variable this program understands. Any other `APP_*` variable is a typo
 /// and refused at startup rather than silently ignored.
@@ -19,6 +19,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "APP_ADMIN_LISTEN_ADDR",
     "APP_DB_CA_BUNDLE",
     "APP_DB_TLS",
+    "APP_DB_ENDPOINTS",
     "APP_POOL_MAX_CONNECTIONS",
     "APP_POOL_MIN_CONNECTIONS",
     "APP_POOL_ACQUIRE_TIMEOUT",
@@ -43,6 +44,11 @@ pub struct Config {
     pub db_ca_bundle: Option<PathBuf>,
     /// `APP_DB_TLS`: the TLS floor (verified TLS unless the operator allows plain text).
     pub db_tls: TlsFloor,
+    /// `APP_DB_ENDPOINTS`: the database servers (`host:port`, comma-separated) the app
+    /// may connect to. A secret version naming any other is refused without being
+    /// dialled. `None` (unset): whatever the secret names (local development only;
+    /// production sets it, the CDK app from the database it creates).
+    pub db_endpoints: Option<Endpoints>,
     pub pool_max_connections: u32,
     pub pool_min_connections: u32,
     pub pool_acquire_timeout: Duration,
@@ -68,6 +74,8 @@ pub struct MigrateConfig {
     pub owner_secret_id: String,
     pub db_ca_bundle: Option<PathBuf>,
     pub db_tls: TlsFloor,
+    /// The same pin as serving's: the owner's secret must name an allowed server too.
+    pub db_endpoints: Option<Endpoints>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -80,6 +88,8 @@ pub enum ConfigError {
     Invalid { var: &'static str, value: String, reason: &'static str },
     #[error("unknown variable {0} (known: {known})", known = KNOWN_VARS.join(", "))]
     Unknown(String),
+    #[error("{0}")]
+    Endpoints(#[from] EndpointsError),
     #[error("{0} looks like a credential; credentials come only from Secrets Manager, set APP_SECRET_ID instead")]
     CredentialInEnvironment(String),
 }
@@ -101,6 +111,7 @@ impl Config {
         let admin_listen_addr = address(get("APP_ADMIN_LISTEN_ADDR"), "APP_ADMIN_LISTEN_ADDR", ([127, 0, 0, 1], 9090))?;
         let db_ca_bundle = get("APP_DB_CA_BUNDLE").map(PathBuf::from);
         let db_tls = tls_floor(get("APP_DB_TLS"))?;
+        let db_endpoints = Endpoints::from_setting("APP_DB_ENDPOINTS", get("APP_DB_ENDPOINTS"))?;
         let pool_max_connections = number(get("APP_POOL_MAX_CONNECTIONS"), "APP_POOL_MAX_CONNECTIONS", 10, 1, 1000)?;
         let pool_min_connections = number(get("APP_POOL_MIN_CONNECTIONS"), "APP_POOL_MIN_CONNECTIONS", 1, 0, 1000)?;
         if pool_min_connections > pool_max_connections {
@@ -118,6 +129,7 @@ impl Config {
             admin_listen_addr,
             db_ca_bundle,
             db_tls,
+            db_endpoints,
             pool_max_connections,
             pool_min_connections,
             pool_acquire_timeout: duration(
@@ -170,6 +182,7 @@ impl MigrateConfig {
             owner_secret_id: get("APP_OWNER_SECRET_ID").ok_or(ConfigError::MissingOwnerSecretId)?.to_owned(),
             db_ca_bundle: get("APP_DB_CA_BUNDLE").map(PathBuf::from),
             db_tls: tls_floor(get("APP_DB_TLS"))?,
+            db_endpoints: Endpoints::from_setting("APP_DB_ENDPOINTS", get("APP_DB_ENDPOINTS"))?,
         })
     }
 }
@@ -307,6 +320,23 @@ mod tests {
         assert!(m.db_tls.disables_tls());
         let err = MigrateConfig::from_vars(vars(&[("APP_OWNER_SECRET_ID", "o"), ("APP_OWNER_PASSWORD", "x")]));
         assert_eq!(err.unwrap_err(), ConfigError::CredentialInEnvironment("APP_OWNER_PASSWORD".into()));
+    }
+
+    #[test]
+    fn the_endpoint_pin_is_optional_and_checked() {
+        let c = Config::from_vars(vars(&[("APP_SECRET_ID", "x")])).unwrap();
+        assert_eq!(c.db_endpoints, None, "unset: no pin (local development)");
+        let c =
+            Config::from_vars(vars(&[("APP_SECRET_ID", "x"), ("APP_DB_ENDPOINTS", "db.internal:5432, 10.0.0.5:6432")]))
+                .unwrap();
+        let pin = c.db_endpoints.unwrap();
+        assert!(pin.allows("db.internal", 5432) && pin.allows("10.0.0.5", 6432));
+        assert!(!pin.allows("db.internal", 6432));
+        let err = Config::from_vars(vars(&[("APP_SECRET_ID", "x"), ("APP_DB_ENDPOINTS", "db.internal")])).unwrap_err();
+        assert!(err.to_string().starts_with("APP_DB_ENDPOINTS: \"db.internal\""), "{err}");
+        let m =
+            MigrateConfig::from_vars(vars(&[("APP_OWNER_SECRET_ID", "o"), ("APP_DB_ENDPOINTS", "db:5432")])).unwrap();
+        assert!(m.db_endpoints.unwrap().allows("db", 5432));
     }
 
     #[test]

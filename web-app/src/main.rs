@@ -3,27 +3,26 @@
 
 use std::process::ExitCode;
 
-use web_app::app::StartupError;
-use web_app::config::{Config, MigrateConfig};
+use web_app::{Config, MigrateConfig, StartupError};
 
 fn main() -> ExitCode {
     let migrate = match std::env::args().nth(1).as_deref() {
         None => false,
         Some("migrate") => true,
-        Some("healthcheck") => return web_app::healthcheck::run(),
+        Some("healthcheck") => return web_app::run_healthcheck(),
         Some(other) => {
             eprintln!("web-app: unknown subcommand {other:?} (expected none, `migrate` or `healthcheck`)");
             return ExitCode::from(2);
         }
     };
-    let _log = web_app::telemetry::init();
+    let _log = web_app::init_telemetry();
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(StartupError::Serve);
     let result = if migrate {
         MigrateConfig::from_env()
             .map_err(StartupError::from)
-            .and_then(|config| runtime()?.block_on(web_app::app::migrate(config)))
+            .and_then(|config| runtime()?.block_on(web_app::migrate(config)))
     } else {
-        Config::from_env().map_err(StartupError::from).and_then(|config| runtime()?.block_on(web_app::app::run(config)))
+        Config::from_env().map_err(StartupError::from).and_then(|config| runtime()?.block_on(web_app::run(config)))
     };
     let what = if migrate { "migration" } else { "startup" };
     match result {

@@ -52,8 +52,19 @@ pub enum RetryReason {
     connect_failed,
 }
 
+/// Why a secret version was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum VersionRefusal {
+    /// It names a server `APP_DB_ENDPOINTS` does not allow; nothing was dialled.
+    endpoint_not_allowed,
+    /// The database refused its login (or it failed for a reason waiting will not cure).
+    login_refused,
+}
+
 /// HTTP methods as a closed set: any other method a client sends is `other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms)] // the label values are the HTTP method names
 pub enum Method {
     GET,
     HEAD,
@@ -122,6 +133,11 @@ struct RetryLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct VersionRefusalLabels {
+    reason: VersionRefusal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct VersionLabels {
     version_id: String,
 }
@@ -157,6 +173,7 @@ pub struct Metrics {
     switches: Counter,
     sm_calls: Family<SmCallLabels, Counter>,
     auth_failures: Counter,
+    versions_refused: Family<VersionRefusalLabels, Counter>,
     change_check_failures: Gauge,
     pool_connections: Gauge,
     pool_idle: Gauge,
@@ -235,6 +252,12 @@ impl Metrics {
             "New database connections refused with SQLSTATE 28P01/28000",
             auth_failures.clone(),
         );
+        let versions_refused = Family::<VersionRefusalLabels, Counter>::default();
+        registry.register(
+            "web_app_secret_versions_refused",
+            "Secret versions not used, by reason (a server APP_DB_ENDPOINTS does not allow, or a refused login)",
+            versions_refused.clone(),
+        );
         let change_check_failures = Gauge::default();
         registry.register(
             "web_app_secret_change_check_failures",
@@ -263,6 +286,7 @@ impl Metrics {
             switches,
             sm_calls,
             auth_failures,
+            versions_refused,
             change_check_failures,
             pool_connections,
             pool_idle,
@@ -275,6 +299,11 @@ impl Metrics {
     pub fn record_request(&self, method: Method, route: &'static str, status: u16, took: Duration) {
         self.requests.get_or_create(&RequestLabels { method, route, status }).inc();
         self.request_duration.get_or_create(&RouteLabels { method, route }).observe(took.as_secs_f64());
+    }
+
+    /// A secret version judged unusable (see [`VersionRefusal`]).
+    pub fn record_version_refused(&self, reason: VersionRefusal) {
+        self.versions_refused.get_or_create(&VersionRefusalLabels { reason }).inc();
     }
 
     /// How long a request waited for a connection.

@@ -3,14 +3,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
 use super::*;
+use crate::secret_source::Stages;
+use db_secret::Endpoints;
 
-fn secret(user: &str, password: &str) -> DbSecret {
-    let value = serde_json::json!({"engine": "postgres", "host": "db", "username": user, "password": password});
+fn secret_at(host: &str, user: &str, password: &str) -> DbSecret {
+    let value = serde_json::json!({"engine": "postgres", "host": host, "username": user, "password": password});
     DbSecret::parse(&value.to_string()).unwrap()
 }
 
@@ -20,6 +23,8 @@ type Versions = HashMap<String, (Vec<&'static str>, (String, String))>;
 #[derive(Debug, Default)]
 struct FakeSm {
     versions: Mutex<Versions>,
+    /// version id -> the server it names, when not `db`.
+    hosts: Mutex<HashMap<String, String>>,
     outage: AtomicBool,
     /// Calls hang for a minute (an SDK waiting out its timeouts) instead of failing.
     hang: AtomicBool,
@@ -39,6 +44,15 @@ impl FakeSm {
             }
         }
         v.insert(id.into(), (stages.to_vec(), (user.into(), password.into())));
+    }
+    /// A version naming server `host` (port 5432).
+    fn put_at(&self, host: &str, id: &str, user: &str, password: &str, stages: &[&'static str]) {
+        self.hosts.lock().unwrap().insert(id.into(), host.into());
+        self.put(id, user, password, stages);
+    }
+    fn secret_of(&self, id: &str, user: &str, password: &str) -> Arc<DbSecret> {
+        let host = self.hosts.lock().unwrap().get(id).cloned().unwrap_or_else(|| "db".into());
+        Arc::new(secret_at(&host, user, password))
     }
     fn label(&self, id: &str, stage: &'static str) {
         let mut v = self.versions.lock().unwrap();
@@ -91,7 +105,7 @@ impl SecretSource for Arc<FakeSm> {
             .iter()
             .find(|(_, (s, _))| s.contains(&stage.label()))
             .ok_or(SourceError::NoSuchStage { secret_id: "s".into(), stage: stage.label() })?;
-        Ok(SecretVersion { version_id: id.clone(), secret: Arc::new(secret(user, pw)) })
+        Ok(SecretVersion { version_id: id.clone(), secret: self.secret_of(id, user, pw) })
     }
     async fn get_version(&self, version_id: &str) -> Result<SecretVersion, SourceError> {
         self.gets.fetch_add(1, Ordering::SeqCst);
@@ -102,7 +116,7 @@ impl SecretSource for Arc<FakeSm> {
         let (_, (user, pw)) = v
             .get(version_id)
             .ok_or(SourceError::NoSuchVersion { secret_id: "s".into(), version_id: version_id.into() })?;
-        Ok(SecretVersion { version_id: version_id.to_owned(), secret: Arc::new(secret(user, pw)) })
+        Ok(SecretVersion { version_id: version_id.to_owned(), secret: self.secret_of(version_id, user, pw) })
     }
     fn secret_id(&self) -> &str {
         "test/db"
@@ -116,6 +130,8 @@ struct FakeDb {
     pool_login: Mutex<Option<(String, String)>>,
     verifies: AtomicU64,
     down: AtomicBool,
+    /// Every server a login was tried on.
+    dialled: Mutex<Vec<String>>,
 }
 
 impl FakeDb {
@@ -132,6 +148,7 @@ impl FakeDb {
 impl Verify for Arc<FakeDb> {
     async fn verify(&self, s: &DbSecret) -> Result<(), VerifyError> {
         self.verifies.fetch_add(1, Ordering::SeqCst);
+        self.dialled.lock().unwrap().push(s.host.clone());
         if self.down.load(Ordering::SeqCst) {
             return Err(VerifyError::Unreachable("connection refused".into()));
         }
@@ -399,4 +416,89 @@ async fn a_hanging_secrets_manager_delays_neither_the_refresh_nor_is_held_by_the
     assert_eq!(creds.recover(0).await.unwrap(), Recovered::ActiveWorksAgain);
     assert!(started.elapsed() <= Duration::from_secs(2), "refresh took {:?}", started.elapsed());
     check.abort();
+}
+
+/// The pin: `db:5432` only.
+fn pin() -> Option<Endpoints> {
+    Endpoints::from_setting("APP_DB_ENDPOINTS", Some("db:5432")).unwrap()
+}
+
+type PinnedCreds = Credentials<Arc<FakeSm>, Pinned<Arc<FakeDb>>>;
+
+/// `v1` = app/pw1 on `db` as AWSCURRENT, the app started on it behind the pin.
+async fn started_pinned() -> (Arc<FakeSm>, Arc<FakeDb>, Arc<PinnedCreds>, Arc<Metrics>) {
+    let sm = Arc::new(FakeSm::default());
+    let db = Arc::new(FakeDb::default());
+    let metrics = Arc::new(Metrics::new());
+    sm.put("v1", "app", "pw1", &["AWSCURRENT"]);
+    db.set_password("app", "pw1");
+    let target = Pinned::new(pin(), db.clone(), metrics.clone());
+    let (initial, seen) = initial_login(&sm, &target).await.unwrap();
+    target.switch_to(&initial.secret);
+    let policy = RefreshPolicy::new(Duration::from_secs(60));
+    let creds = Arc::new(Credentials::new(sm.clone(), target, metrics.clone(), initial, seen, policy));
+    (sm, db, creds, metrics)
+}
+
+fn dialled(db: &FakeDb) -> Vec<String> {
+    db.dialled.lock().unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_never_dials_a_server_outside_the_pin_and_names_the_setting_when_nothing_is_left() {
+    let sm = Arc::new(FakeSm::default());
+    let db = Arc::new(FakeDb::default());
+    let metrics = Arc::new(Metrics::new());
+    let verifier = Pinned::new(pin(), db.clone(), metrics.clone());
+    db.set_password("app", "pw1");
+    sm.put("v0", "app", "pw1", &["AWSPREVIOUS"]);
+    sm.put_at("evil.example", "v1", "app", "pw1", &["AWSCURRENT"]);
+    let (v, seen) = initial_login(&sm, &verifier).await.unwrap();
+    assert_eq!((v.version_id.as_str(), seen.as_str()), ("v0", "v1"), "fell back to the version on the pinned server");
+    assert_eq!(dialled(&db), ["db"], "evil.example was never dialled");
+
+    sm.versions.lock().unwrap().remove("v0");
+    let err = initial_login(&sm, &verifier).await.unwrap_err();
+    assert!(!err.is_transient(), "start-up fails rather than waits");
+    let text = err.to_string();
+    assert!(
+        text.contains("evil.example:5432 is not among the database endpoints APP_DB_ENDPOINTS allows (db:5432)"),
+        "{text}"
+    );
+    assert_eq!(dialled(&db), ["db"]);
+    let rendered = metrics.render(crate::metrics::PoolGauges::default());
+    assert!(
+        rendered.contains("web_app_secret_versions_refused_total{reason=\"endpoint_not_allowed\"} 2"),
+        "{rendered}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_awscurrent_naming_another_server_is_refused_once_and_the_working_login_kept() {
+    let (sm, db, creds, metrics) = started_pinned().await;
+    sm.put_at("evil.example", "v2", "app", "pw1", &["AWSCURRENT"]);
+    assert_eq!(creds.check_for_change().await.unwrap(), CheckOutcome::NewVersionRejected);
+    assert_eq!(creds.check_for_change().await.unwrap(), CheckOutcome::Unchanged, "judged once");
+    assert_eq!(creds.active().version_id, "v1");
+    assert_eq!(db.pool_user(), ("app".into(), "pw1".into()));
+    assert!(dialled(&db).iter().all(|h| h == "db"), "{:?}", dialled(&db));
+    let rendered = metrics.render(crate::metrics::PoolGauges::default());
+    assert!(
+        rendered.contains("web_app_secret_versions_refused_total{reason=\"endpoint_not_allowed\"} 1"),
+        "{rendered}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_skips_versions_naming_another_server_and_takes_the_next_that_works() {
+    let (sm, db, creds, _) = started_pinned().await;
+    // The password moved on; AWSCURRENT (by whoever wrote it) names another server with
+    // the new password, AWSPENDING names ours.
+    sm.put_at("evil.example", "v2", "app", "pw2", &["AWSCURRENT"]);
+    sm.put("v3", "app", "pw2", &["AWSPENDING"]);
+    db.set_password("app", "pw2");
+    assert_eq!(creds.recover(creds.generation()).await.unwrap(), Recovered::Switched);
+    assert_eq!(creds.active().version_id, "v3");
+    assert_eq!(db.pool_user(), ("app".into(), "pw2".into()));
+    assert!(dialled(&db).iter().all(|h| h == "db"), "{:?}", dialled(&db));
 }

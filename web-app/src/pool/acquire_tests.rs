@@ -8,8 +8,17 @@ use std::sync::atomic::{AtomicBool, AtomicU32};
 
 use tokio::sync::watch;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use super::*;
-use crate::credentials::Active;
+use crate::credentials::Recover;
+use crate::credentials::{Active, Refusal};
+use crate::metrics::{Metrics, PoolGauges};
+use db_secret::DbSecret;
 
 /// A server error with a SQLSTATE, as sqlx reports it.
 #[derive(Debug)]
@@ -84,18 +93,30 @@ impl Connections for Arc<FakePool> {
     fn try_idle(&self) -> Option<u32> {
         self.idle.lock().unwrap().pop()
     }
+
+    fn size(&self) -> u32 {
+        self.next.load(Ordering::SeqCst)
+    }
 }
 
 #[derive(Debug)]
 struct FakeCredentials {
     generation: watch::Sender<u64>,
     kicks: AtomicU64,
+    refusal: Refusal,
     active: Arc<Active>,
 }
 
 impl Recover for FakeCredentials {
     fn generation(&self) -> u64 {
         *self.generation.borrow()
+    }
+    fn refused(&self, generation: u64) -> bool {
+        self.refusal.is_refused(generation)
+    }
+    fn report_refused(&self, generation: u64) {
+        self.refusal.mark_refused(generation);
+        self.kick(generation);
     }
     fn kick(&self, _: u64) {
         self.kicks.fetch_add(1, Ordering::SeqCst);
@@ -125,6 +146,7 @@ fn fixture(timeout: Duration) -> Fixture {
     let creds = Arc::new(FakeCredentials {
         generation: watch::Sender::new(0),
         kicks: AtomicU64::new(0),
+        refusal: Refusal::default(),
         active: Arc::new(Active { version_id: "v1".into(), secret }),
     });
     let pool = Arc::new(FakePool::default());
@@ -189,9 +211,9 @@ async fn a_refusal_that_outlasts_the_acquire_timeout_answers_unavailable_without
     for h in handles {
         assert!(matches!(h.await.unwrap(), Err(DbError::Unavailable(_))));
     }
-    // All 16 may race to the first refusal before anyone marks the login refused, but
-    // none tries again while it stays refused.
-    assert!(f.attempts() <= 16, "{} logins", f.attempts());
+    // One login at a time: the first refusal is known before anyone else tries, and
+    // nobody tries again while it stays refused.
+    assert_eq!(f.attempts(), 1, "16 requests at once, one refused login");
     let text = f.metrics.render(PoolGauges::default());
     assert!(text.contains("web_app_db_errors_total{sqlstate=\"pool_timeout\"} 16"), "{text}");
 }
@@ -224,4 +246,28 @@ fn only_connections_idle_since_before_a_loss_are_suspect() {
     assert!(signals.idle_across_a_loss(Duration::from_secs(1)), "released before the loss");
     std::thread::sleep(Duration::from_millis(20));
     assert!(!signals.idle_across_a_loss(Duration::from_millis(5)), "released after the loss");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pool_floor_is_kept_through_the_same_gate_and_not_while_refused() {
+    let f = fixture(Duration::from_secs(5));
+    f.acquirer.top_up(3).await;
+    assert_eq!((f.attempts(), f.pool.size()), (3, 3), "three connections opened, one after another");
+    assert_eq!(f.pool.idle.lock().unwrap().len(), 0, "the fake keeps no idle list; the real pool gets them back");
+
+    let f = fixture(Duration::from_secs(5));
+    f.pool.refuse_all.store(true, Ordering::SeqCst);
+    let requests: Vec<_> = (0..8).map(|_| f.spawn_acquire()).collect();
+    // A request is mid-login when the floor check queues behind it for the gate.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(f.attempts(), 1);
+    f.acquirer.top_up(3).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    f.acquirer.top_up(3).await;
+    assert_eq!(f.attempts(), 1, "warming and requests together: one refused login");
+    f.creds.generation.send_modify(|g| *g += 1);
+    f.pool.refuse_all.store(false, Ordering::SeqCst);
+    for r in requests {
+        r.await.unwrap().unwrap();
+    }
 }

@@ -23,6 +23,10 @@ impl Recover for Fixed {
     fn generation(&self) -> u64 {
         0
     }
+    fn refused(&self, _: u64) -> bool {
+        false
+    }
+    fn report_refused(&self, _: u64) {}
     fn kick(&self, _: u64) {}
     fn changed(&self, _: u64) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(std::future::pending())
