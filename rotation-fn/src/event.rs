@@ -1,7 +1,15 @@
-//! The event Secrets Manager sends: `{"Step", "SecretId", "ClientRequestToken"}`
-//! and, on newer accounts, `"RotationToken"`. Unknown fields are ignored.
+//! What the function is asked to do.
+//!
+//! - The event Secrets Manager sends: `{"Step", "SecretId", "ClientRequestToken"}`
+//!   and, on newer accounts, `"RotationToken"`. Unknown fields are ignored.
+//! - An operator's request, `{"Operation", "SecretId", …}`: a direct invocation
+//!   (`aws lambda invoke`), which only a principal allowed `lambda:InvokeFunction`
+//!   on this function can make. Secrets Manager's events never carry
+//!   `Operation`, and nothing in a secret's value can turn a rotation into one,
+//!   so whoever may write a secret cannot start an operator's request.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -61,8 +69,73 @@ pub enum EventError {
     Missing(&'static str),
     #[error("unknown Step {0:?}: expected createSecret, setSecret, testSecret or finishSecret")]
     UnknownStep(String),
+    #[error("unknown Operation {0:?}: expected preflight or emergency-rotation")]
+    UnknownOperation(String),
+    #[error("the event has both `Step` (a rotation) and `Operation` (an operator's request)")]
+    Ambiguous,
+    #[error("FleetWaitSeconds must be a whole number of seconds from 0 to 600")]
+    FleetWait,
     #[error("unknown RequestType {0:?}: expected Create, Update or Delete")]
     UnknownRequest(String),
+}
+
+/// One invocation's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Request {
+    Rotation(RotationEvent),
+    Operator(OperatorRequest),
+}
+
+/// What an operator may ask for by invoking the function directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OperatorRequest {
+    /// `{"Operation": "preflight", "SecretId"}`: would a rotation succeed now?
+    /// Writes nothing.
+    Preflight { secret_id: String },
+    /// `{"Operation": "emergency-rotation", "SecretId", "FleetWaitSeconds"?}`:
+    /// rotate now, leave no earlier password working, end the sessions that
+    /// still use one once the fleet has moved (or the wait is over).
+    Emergency { secret_id: String, fleet_wait: Duration },
+}
+
+/// How long an emergency rotation waits for clients to move before it ends
+/// the sessions still on an old credential, unless the request says.
+pub(crate) const DEFAULT_FLEET_WAIT: Duration = Duration::from_secs(10);
+/// The longest wait a request may ask for (the invocation's own timeout
+/// bounds it further).
+pub(crate) const MAX_FLEET_WAIT: Duration = Duration::from_secs(600);
+
+impl Request {
+    pub(crate) fn parse(value: &Value) -> Result<Self, EventError> {
+        let object = value.as_object().ok_or(EventError::NotObject)?;
+        let Some(operation) = object.get("Operation") else { return RotationEvent::parse(value).map(Self::Rotation) };
+        if object.contains_key("Step") {
+            return Err(EventError::Ambiguous);
+        }
+        let secret_id = object
+            .get("SecretId")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or(EventError::Missing("SecretId"))?
+            .to_owned();
+        match operation.as_str() {
+            Some("preflight") => Ok(Self::Operator(OperatorRequest::Preflight { secret_id })),
+            Some("emergency-rotation") => {
+                let fleet_wait = match object.get("FleetWaitSeconds") {
+                    None => DEFAULT_FLEET_WAIT,
+                    Some(v) => v
+                        .as_u64()
+                        .map(Duration::from_secs)
+                        .filter(|w| *w <= MAX_FLEET_WAIT)
+                        .ok_or(EventError::FleetWait)?,
+                };
+                Ok(Self::Operator(OperatorRequest::Emergency { secret_id, fleet_wait }))
+            }
+            other => Err(EventError::UnknownOperation(
+                other.map_or_else(|| operation.to_string(), str::to_owned).chars().take(40).collect(),
+            )),
+        }
+    }
 }
 
 impl RotationEvent {
@@ -121,6 +194,46 @@ mod tests {
         .expect("valid");
         assert_eq!(e.rotation_token.as_deref(), Some("rt-secret"));
         assert!(!format!("{e:?}").contains("rt-secret"));
+    }
+
+    #[test]
+    fn operator_requests_are_told_apart_from_rotations() {
+        assert_eq!(
+            Request::parse(&json!({"Operation": "preflight", "SecretId": "s"})),
+            Ok(Request::Operator(OperatorRequest::Preflight { secret_id: "s".into() }))
+        );
+        assert_eq!(
+            Request::parse(&json!({"Operation": "emergency-rotation", "SecretId": "s"})),
+            Ok(Request::Operator(OperatorRequest::Emergency { secret_id: "s".into(), fleet_wait: DEFAULT_FLEET_WAIT }))
+        );
+        assert_eq!(
+            Request::parse(&json!({"Operation": "emergency-rotation", "SecretId": "s", "FleetWaitSeconds": 3})),
+            Ok(Request::Operator(OperatorRequest::Emergency {
+                secret_id: "s".into(),
+                fleet_wait: Duration::from_secs(3)
+            }))
+        );
+        let rotation = json!({"Step": "setSecret", "SecretId": "s", "ClientRequestToken": "t"});
+        assert!(matches!(Request::parse(&rotation), Ok(Request::Rotation(_))));
+        for (bad, error) in [
+            (json!({"Operation": "preflight"}), EventError::Missing("SecretId")),
+            (json!({"Operation": "drop", "SecretId": "s"}), EventError::UnknownOperation("drop".into())),
+            (json!({"Operation": 1, "SecretId": "s"}), EventError::UnknownOperation("1".into())),
+            (
+                json!({"Operation": "emergency-rotation", "SecretId": "s", "FleetWaitSeconds": 601}),
+                EventError::FleetWait,
+            ),
+            (
+                json!({"Operation": "emergency-rotation", "SecretId": "s", "FleetWaitSeconds": -1}),
+                EventError::FleetWait,
+            ),
+            (
+                json!({"Operation": "emergency-rotation", "Step": "setSecret", "SecretId": "s", "ClientRequestToken": "t"}),
+                EventError::Ambiguous,
+            ),
+        ] {
+            assert_eq!(Request::parse(&bad), Err(error), "{bad}");
+        }
     }
 
     #[test]

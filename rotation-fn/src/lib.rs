@@ -60,11 +60,13 @@ mod config;
 mod context;
 mod db_config;
 mod deadline;
+mod emergency;
 mod error;
 mod event;
 mod fault;
 mod guard;
 mod password;
+mod preflight;
 mod provision;
 mod roles;
 pub mod scram;
@@ -92,7 +94,7 @@ use std::sync::Arc;
 use db_secret::Connector;
 
 use crate::context::{Outcome, StepContext};
-use crate::event::{RotationEvent, Step};
+use crate::event::{OperatorRequest, Request, RotationEvent, Step};
 use crate::guard::Verdict;
 use crate::store::SecretStore;
 
@@ -110,9 +112,22 @@ impl Rotator {
         Self { store: SecretStore::new(api), connector, config }
     }
 
-    /// Handles one invocation. The result names the step and what it did.
+    /// Handles one invocation: a rotation step, or an operator's request
+    /// ([`event::OperatorRequest`]).
     pub async fn handle(&self, payload: &Value, deadline: Deadline) -> Result<Value, RotationError> {
-        let event = RotationEvent::parse(payload).inspect_err(|e| error!(error = %e, "invalid event"))?;
+        match Request::parse(payload).inspect_err(|e| error!(error = %e, "invalid event"))? {
+            Request::Rotation(event) => self.rotate(event, deadline).await,
+            Request::Operator(OperatorRequest::Preflight { secret_id }) => {
+                preflight::run(self, &secret_id, deadline).await
+            }
+            Request::Operator(OperatorRequest::Emergency { secret_id, fleet_wait }) => {
+                emergency::run(self, &secret_id, fleet_wait, deadline).await
+            }
+        }
+    }
+
+    /// One step of a rotation. The result names the step and what it did.
+    async fn rotate(&self, event: RotationEvent, deadline: Deadline) -> Result<Value, RotationError> {
         let span = info_span!(
             "rotation",
             step = %event.step,
