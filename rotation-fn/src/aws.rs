@@ -103,6 +103,19 @@ impl SecretsApi for AwsSecrets {
         })
     }
 
+    fn remove_pending<'a>(&'a self, secret_id: &'a str, version: &'a str) -> ApiFuture<'a, ()> {
+        Box::pin(async move {
+            let call = self
+                .client
+                .update_secret_version_stage()
+                .secret_id(secret_id)
+                .version_stage(PENDING)
+                .remove_from_version_id(version)
+                .send();
+            call.await.map(drop).map_err(|e| failure("UpdateSecretVersionStage", e))
+        })
+    }
+
     fn list_versions<'a>(&'a self, secret_id: &'a str) -> ApiFuture<'a, Vec<VersionInfo>> {
         Box::pin(async move {
             let mut versions = Vec::new();

@@ -4,6 +4,7 @@
 //! them.
 
 use crate::db_config::{DbConfig, DbConfigError};
+use crate::evidence::InUsePolicy;
 use crate::password::{DEFAULT_EXCLUDE, DEFAULT_LENGTH, PasswordPolicy, PolicyError};
 use crate::strategy::Strategy;
 
@@ -15,6 +16,8 @@ pub struct Config {
     /// `PASSWORD_LENGTH`, `EXCLUDE_CHARACTERS`.
     pub password: PasswordPolicy,
     pub db: DbConfig,
+    /// `RETIRING_LOGIN_IN_USE`: `proceed` (default) or `fail`.
+    pub in_use: InUsePolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +27,8 @@ pub enum ConfigError {
          the secret's contents never do"
     )]
     Strategy,
+    #[error("RETIRING_LOGIN_IN_USE must be `proceed` (the default) or `fail`")]
+    InUse,
     #[error(transparent)]
     Password(#[from] PolicyError),
     #[error(transparent)]
@@ -49,7 +54,11 @@ impl Config {
         // An empty EXCLUDE_CHARACTERS means "exclude nothing", so read it raw.
         let exclude = var("EXCLUDE_CHARACTERS").unwrap_or_else(|| DEFAULT_EXCLUDE.to_owned());
         let password = PasswordPolicy::new(length, &exclude)?;
-        Ok(Self { strategy, password, db: DbConfig::from_lookup(var)? })
+        let in_use = match set("RETIRING_LOGIN_IN_USE") {
+            None => InUsePolicy::default(),
+            Some(v) => InUsePolicy::parse(&v).ok_or(ConfigError::InUse)?,
+        };
+        Ok(Self { strategy, password, db: DbConfig::from_lookup(var)?, in_use })
     }
 }
 
@@ -79,6 +88,7 @@ mod tests {
         assert_eq!(c.strategy, Strategy::SingleUser);
         assert_eq!(c.password, PasswordPolicy::default());
         assert_eq!(c.db.tls, TlsFloor::verify_full("DB_TLS"));
+        assert_eq!(c.in_use, InUsePolicy::Proceed);
     }
 
     #[test]
@@ -87,11 +97,13 @@ mod tests {
             ("ROTATION_STRATEGY", "alternating-users"),
             ("PASSWORD_LENGTH", "48"),
             ("DB_TLS", "allow-plaintext"),
+            ("RETIRING_LOGIN_IN_USE", "fail"),
         ])
         .expect("valid");
         assert_eq!(c.strategy, Strategy::AlternatingUsers);
         assert_eq!(c.password.length(), 48);
         assert_eq!(c.db.tls.to_string(), "DB_TLS=allow-plaintext");
+        assert_eq!(c.in_use, InUsePolicy::Fail);
     }
 
     #[test]
@@ -101,6 +113,7 @@ mod tests {
             config(&[single, ("PASSWORD_LENGTH", "abc")]).err(),
             Some(ConfigError::Password(PolicyError::Length))
         );
+        assert_eq!(config(&[single, ("RETIRING_LOGIN_IN_USE", "wait")]).err(), Some(ConfigError::InUse));
         assert_eq!(
             config(&[single, ("DB_TLS", "prefer")]).err(),
             Some(ConfigError::Db(DbConfigError::Tls(TlsSettingError { setting: "DB_TLS" })))

@@ -11,6 +11,7 @@ use crate::db_config::DbConfig;
 use crate::deadline::Deadline;
 use crate::error::{Credential, RotationError};
 use crate::event::RotationEvent;
+use crate::evidence::{Evidence, InUsePolicy};
 use crate::guard::{CURRENT, PENDING, PREVIOUS, SecretState};
 use crate::password::PasswordPolicy;
 use crate::session::{self, Session};
@@ -47,6 +48,9 @@ pub struct StepContext<'a> {
     /// The version that holds AWSCURRENT when the step starts.
     pub current_version: String,
     pub deadline: Deadline,
+    pub in_use: InUsePolicy,
+    /// Who was connected as the login whose password setSecret changed.
+    pub evidence: std::sync::OnceLock<Evidence>,
 }
 
 impl StepContext<'_> {
@@ -133,6 +137,24 @@ impl StepContext<'_> {
 
     pub async fn login(&self, secret: &DbSecret, credential: Credential) -> Result<Session, RotationError> {
         session::login(self.connector, secret, credential, &self.deadline).await
+    }
+
+    /// Right before `login`'s password changes: who is still connected as it
+    /// (logged, and kept for the step's result). A login being `retiring`
+    /// (alternating users: the one AWSPREVIOUS held) that is still in use stops
+    /// the step under `RETIRING_LOGIN_IN_USE=fail`.
+    pub async fn witness(&self, session: &mut Session, login: &str, retiring: bool) -> Result<(), RotationError> {
+        let evidence = Evidence::gather(session, login, &self.deadline).await?;
+        evidence.log(if retiring { "retiring" } else { "current" });
+        let in_use = !evidence.sessions.is_empty();
+        let stop = retiring && in_use && self.in_use == InUsePolicy::Fail;
+        let error = stop.then(|| RotationError::LoginInUse {
+            user: login.to_owned(),
+            sessions: evidence.sessions.len(),
+            clients: evidence.summary(),
+        });
+        let _ = self.evidence.set(evidence);
+        error.map_or(Ok(()), Err)
     }
 
     pub fn inconsistent(&self, detail: String) -> RotationError {

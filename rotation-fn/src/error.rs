@@ -77,6 +77,18 @@ pub enum RotationError {
          AWSCURRENT: {current}; {others}"
     )]
     NoWorkingLogin { user: String, host: String, port: u16, current: DbFailure, others: String },
+    #[error(
+        "user {user:?} still has {sessions} session(s) and RETIRING_LOGIN_IN_USE=fail: {clients}; its password was \
+         not changed (Secrets Manager retries the rotation; move those clients to AWSCURRENT, end their sessions, \
+         or set RETIRING_LOGIN_IN_USE=proceed)"
+    )]
+    LoginInUse { user: String, sessions: usize, clients: String },
+    #[error(
+        "emergency rotation stopped in rotation {rotation} (version {version}): {source}; the version stays \
+         AWSPENDING: resume it with aws secretsmanager rotate-secret --secret-id <secret> --client-request-token \
+         {version}, then invoke the emergency rotation again"
+    )]
+    EmergencyStopped { rotation: usize, version: String, source: Box<RotationError> },
     #[error(transparent)]
     Aws(#[from] AwsFailure),
     #[error(transparent)]
@@ -93,7 +105,8 @@ impl RotationError {
             RotationError::Database { failure, .. } => failure.is_transient(),
             RotationError::NoWorkingLogin { current, .. } => current.is_transient(),
             RotationError::UnverifiedCurrent { failure, .. } => failure.is_transient(),
-            RotationError::CurrentMoved { .. } => true,
+            RotationError::CurrentMoved { .. } | RotationError::LoginInUse { .. } => true,
+            RotationError::EmergencyStopped { source, .. } => source.is_transient(),
             RotationError::Aws(aws) => aws.transient,
             RotationError::Timeout(_) => true,
             _ => false,
@@ -105,9 +118,12 @@ impl RotationError {
         match self {
             RotationError::Event(_) => "InvalidEvent",
             RotationError::Stage { source: StageError::RotationDisabled, .. } => "RotationDisabled",
+            RotationError::Stage { source: StageError::RotationInProgress(_), .. } => "RotationInProgress",
+            RotationError::EmergencyStopped { source, .. } => source.kind(),
             RotationError::Stage { .. } | RotationError::CurrentMoved { .. } => "VersionStageMismatch",
             RotationError::InvalidSecret { .. } | RotationError::Refused { .. } => "InvalidSecret",
             RotationError::MissingVersion { .. } => "MissingSecretVersion",
+            RotationError::LoginInUse { .. } => "LoginStillInUse",
             RotationError::Inconsistent { .. } => "InconsistentSecret",
             RotationError::Database { failure: DbFailure::Auth(_), .. }
             | RotationError::NoWorkingLogin { .. }

@@ -37,6 +37,11 @@ pub enum StageError {
     NotPending { token: String, labels: String },
     #[error("no version of the secret is AWSCURRENT")]
     NoCurrent,
+    #[error(
+        "version {0} is AWSPENDING: a rotation is running or did not finish; let it finish or resume it \
+         (aws secretsmanager rotate-secret --secret-id <secret> --client-request-token {0}), then ask again"
+    )]
+    RotationInProgress(String),
 }
 
 impl SecretState {

@@ -63,6 +63,7 @@ mod deadline;
 mod emergency;
 mod error;
 mod event;
+mod evidence;
 mod fault;
 mod guard;
 mod password;
@@ -81,6 +82,7 @@ pub use config::{Config, ConfigError};
 pub use db_config::{DbConfig, DbConfigError};
 pub use deadline::Deadline;
 pub use error::RotationError;
+pub use evidence::IN_USE_MESSAGE;
 pub use provision::{Anchors, Provisioner};
 pub use store::SecretsApi;
 
@@ -95,7 +97,8 @@ use db_secret::Connector;
 
 use crate::context::{Outcome, StepContext};
 use crate::event::{OperatorRequest, Request, RotationEvent, Step};
-use crate::guard::Verdict;
+use crate::evidence::Evidence;
+use crate::guard::{SecretState, Verdict};
 use crate::store::SecretStore;
 
 /// The function: clients built once at start, shared by every invocation.
@@ -126,8 +129,22 @@ impl Rotator {
         }
     }
 
-    /// One step of a rotation. The result names the step and what it did.
+    /// One step of a rotation. The result names the step, what it did and,
+    /// for setSecret, who was connected as the login it changed.
     async fn rotate(&self, event: RotationEvent, deadline: Deadline) -> Result<Value, RotationError> {
+        self.step(&event, deadline, None).await
+    }
+
+    /// Runs one step, logged in the rotation's span. `staged`: the secret's
+    /// state as RotateSecret would leave it (the token AWSPENDING) and its
+    /// AWSCURRENT version, for an emergency rotation's own createSecret;
+    /// otherwise the state is described and checked here.
+    async fn step(
+        &self,
+        event: &RotationEvent,
+        deadline: Deadline,
+        staged: Option<(SecretState, String)>,
+    ) -> Result<Value, RotationError> {
         let span = info_span!(
             "rotation",
             step = %event.step,
@@ -137,10 +154,10 @@ impl Rotator {
         );
         async {
             let started = Instant::now();
-            let result = self.run_step(&event, deadline).await;
+            let result = self.run_step(event, deadline, staged).await;
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             match &result {
-                Ok(outcome) => info!(?outcome, duration_ms, "step succeeded"),
+                Ok((outcome, _)) => info!(?outcome, duration_ms, "step succeeded"),
                 Err(e) => error!(
                     error = %e.report(),
                     kind = e.kind(),
@@ -149,18 +166,34 @@ impl Rotator {
                     "step failed"
                 ),
             }
-            result.map(|outcome| json!({ "step": event.step.as_str(), "outcome": outcome }))
+            result.map(|(outcome, evidence)| {
+                let mut answer = json!({ "step": event.step.as_str(), "outcome": outcome });
+                if let Some(evidence) = evidence {
+                    answer["evidence"] = json!(evidence);
+                }
+                answer
+            })
         }
         .instrument(span)
         .await
     }
 
-    async fn run_step(&self, event: &RotationEvent, deadline: Deadline) -> Result<Outcome, RotationError> {
-        let state = self.store.describe(&event.secret_id, &deadline).await?;
-        let current_version = match state.check(&event.token) {
-            Ok(Verdict::AlreadyCurrent) => return Ok(Outcome::AlreadyCurrent),
-            Ok(Verdict::Proceed { current }) => current,
-            Err(source) => return Err(RotationError::Stage { arn: state.arn.clone(), source }),
+    async fn run_step(
+        &self,
+        event: &RotationEvent,
+        deadline: Deadline,
+        staged: Option<(SecretState, String)>,
+    ) -> Result<(Outcome, Option<Evidence>), RotationError> {
+        let (state, current_version) = match staged {
+            Some(staged) => staged,
+            None => {
+                let state = self.store.describe(&event.secret_id, &deadline).await?;
+                match state.check(&event.token) {
+                    Ok(Verdict::AlreadyCurrent) => return Ok((Outcome::AlreadyCurrent, None)),
+                    Ok(Verdict::Proceed { current }) => (state, current),
+                    Err(source) => return Err(RotationError::Stage { arn: state.arn.clone(), source }),
+                }
+            }
         };
         let ctx = StepContext {
             store: &self.store,
@@ -171,12 +204,15 @@ impl Rotator {
             state,
             current_version,
             deadline,
+            in_use: self.config.in_use,
+            evidence: std::sync::OnceLock::new(),
         };
-        match event.step {
+        let outcome = match event.step {
             Step::Create => steps::create::run(&ctx, self.config.strategy).await,
             Step::Set => steps::set::run(&ctx, self.config.strategy).await,
             Step::Test => steps::test::run(&ctx).await,
             Step::Finish => steps::finish::run(&ctx).await,
-        }
+        }?;
+        Ok((outcome, ctx.evidence.into_inner()))
     }
 }

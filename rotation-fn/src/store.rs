@@ -74,6 +74,9 @@ pub trait SecretsApi: Send + Sync + std::fmt::Debug {
     /// `from` AWSPREVIOUS.
     fn move_current<'a>(&'a self, secret_id: &'a str, to: &'a str, from: &'a str) -> ApiFuture<'a, ()>;
     fn list_versions<'a>(&'a self, secret_id: &'a str) -> ApiFuture<'a, Vec<VersionInfo>>;
+    /// Removes AWSPENDING from `version`: what Secrets Manager does after
+    /// finishSecret, done by the function only for its own emergency rotation.
+    fn remove_pending<'a>(&'a self, secret_id: &'a str, version: &'a str) -> ApiFuture<'a, ()>;
 }
 
 /// The steps' handle on Secrets Manager: deadlines, fault points, the cache.
@@ -184,6 +187,13 @@ impl SecretStore {
         let call = self.api.move_current(arn, to, from);
         deadline.run(|| "Secrets Manager UpdateSecretVersionStage".into(), call).await??;
         crate::fault::point("UpdateSecretVersionStage");
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(secret = arn, version))]
+    pub async fn remove_pending(&self, arn: &str, version: &str, deadline: &Deadline) -> Result<(), RotationError> {
+        let call = self.api.remove_pending(arn, version);
+        deadline.run(|| "Secrets Manager UpdateSecretVersionStage".into(), call).await??;
         Ok(())
     }
 

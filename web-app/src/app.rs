@@ -189,8 +189,11 @@ impl App {
         tracing::info!(secret_id = %source.secret_id(), to = %initial.version_id, user = %initial.secret.username, "switched to its first database login, verified");
 
         let (pool, signals) = build_pool(config, &initial.secret, &connector).map_err(StartupError::Connect)?;
-        let target =
-            Pinned::new(config.db_endpoints.clone(), PgTarget { pool: pool.clone(), connector }, metrics.clone());
+        let target = Pinned::new(
+            config.db_endpoints.clone(),
+            PgTarget { pool: pool.clone(), connector, signals: signals.clone() },
+            metrics.clone(),
+        );
         let credentials = Arc::new(Credentials::new(
             source,
             target,

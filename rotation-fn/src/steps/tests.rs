@@ -139,6 +139,14 @@ impl SecretsApi for FakeSecrets {
         Box::pin(std::future::ready(outcome))
     }
 
+    fn remove_pending<'a>(&'a self, secret_id: &'a str, version: &'a str) -> ApiFuture<'a, ()> {
+        self.log("UpdateSecretVersionStage".into());
+        if let Some(v) = self.secrets.lock().unwrap().get_mut(secret_id).and_then(|vs| vs.get_mut(version)) {
+            v.stages.retain(|s| s != PENDING);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn move_current<'a>(&'a self, secret_id: &'a str, to: &'a str, from: &'a str) -> ApiFuture<'a, ()> {
         self.log("UpdateSecretVersionStage".into());
         let mut secrets = self.secrets.lock().unwrap();

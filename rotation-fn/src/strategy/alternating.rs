@@ -115,6 +115,7 @@ pub(crate) async fn set(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Out
     check_master(ctx, &master, &current)?;
     let mut session = ctx.login(&master, Credential::Master).await?;
     let facts = ServerFacts::read(&mut session, &ctx.deadline).await?;
+    ctx.witness(&mut session, &pending.username, true).await?;
     let base = base_username(&pending.username).to_owned();
     let clone = format!("{base}{CLONE_SUFFIX}");
 

@@ -67,6 +67,7 @@ async fn change_own_password(
     ctx: &StepContext<'_>,
 ) -> Result<(), RotationError> {
     let facts = ServerFacts::read(session, &ctx.deadline).await?;
+    ctx.witness(session, &pending.username, false).await?;
     set_password(session, facts, pending, &ctx.deadline).await
 }
 

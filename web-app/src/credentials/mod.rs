@@ -3,9 +3,11 @@
 //! # The state machine
 //!
 //! The app holds one *active* secret version: every new physical connection the pool
-//! opens uses its login. Existing connections are never touched (PostgreSQL keeps a
-//! session alive after `ALTER ROLE … PASSWORD`); they retire on their own because each
-//! has a bounded, jittered lifetime (see `pool/build.rs`). Three events move the active version:
+//! opens uses its login. Existing connections are never cut mid-request (PostgreSQL keeps
+//! a session alive after `ALTER ROLE … PASSWORD`): each retires when its bounded, jittered
+//! lifetime is up, or, once the pool has switched to another login, when it is next
+//! released (see `pool/build.rs`), so the database soon sees this instance only on the
+//! login it switched to. Three events move the active version:
 //!
 //! 1. **Change check** (every `APP_SECRET_CHECK_INTERVAL`, one `DescribeSecret`, made
 //!    outside the refresh lock so a hanging Secrets Manager never holds up event 2): if the

@@ -41,11 +41,26 @@ pub struct PoolSignals {
     pub(super) released: Notify,
     /// When a session was last found dead (ms since the process epoch; 0: never).
     lost_at_ms: AtomicU64,
+    /// When the pool last switched to another login (ms since the process epoch; 0:
+    /// never). Connections opened before it retire when next released: the app's
+    /// sessions then show the database (and the rotation function's evidence of who has
+    /// not moved) that this instance is on the new login, and a retired login keeps no
+    /// session of ours.
+    switched_at_ms: AtomicU64,
 }
 
 impl PoolSignals {
     pub fn session_lost_now(&self) {
         self.lost_at_ms.store(millis_since_epoch().max(1), Ordering::Release);
+    }
+
+    pub fn login_switched_now(&self) {
+        self.switched_at_ms.store(millis_since_epoch().max(1), Ordering::Release);
+    }
+
+    /// Whether a connection opened at `created_ms` predates the last login switch.
+    pub(super) fn opened_before_switch(&self, created_ms: u64) -> bool {
+        created_ms < self.switched_at_ms.load(Ordering::Acquire)
     }
 
     /// Whether a connection idle for `idle_for` has sat in the pool since before the last
@@ -87,7 +102,8 @@ pub fn build_pool(
             Box::pin(async move {
                 let created = Instant::now().saturating_duration_since(epoch).saturating_sub(meta.age);
                 let created_ms = u64::try_from(created.as_millis()).unwrap_or(u64::MAX);
-                let keep = meta.age < jittered_lifetime(max, spread, created_ms);
+                let keep =
+                    meta.age < jittered_lifetime(max, spread, created_ms) && !signals.opened_before_switch(created_ms);
                 if keep {
                     signals.released.notify_one();
                 }
@@ -122,5 +138,18 @@ mod tests {
         assert!((350..650).contains(&below_90), "{below_90} of 1000 in the lower half");
         assert_eq!(jittered_lifetime(max, 0.2, 12345), jittered_lifetime(max, 0.2, 12345));
         assert_eq!(jittered_lifetime(max, 0.0, 12345), max);
+    }
+
+    #[test]
+    fn connections_opened_before_a_login_switch_retire() {
+        let signals = PoolSignals::default();
+        assert!(!signals.opened_before_switch(0), "no switch yet");
+        std::thread::sleep(Duration::from_millis(3));
+        let before = millis_since_epoch();
+        std::thread::sleep(Duration::from_millis(3));
+        signals.login_switched_now();
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(signals.opened_before_switch(before));
+        assert!(!signals.opened_before_switch(millis_since_epoch()));
     }
 }

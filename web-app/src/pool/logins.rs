@@ -1,11 +1,13 @@
 //! Logins: verifying a candidate with one throwaway connection, and installing the one
 //! the credentials chose into the pool.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgPool;
 use sqlx::{Connection, Executor};
 
+use super::PoolSignals;
 use crate::credentials::{CredentialTarget, Verify, VerifyError};
 use db_secret::{Connector, DbFailure, DbSecret};
 
@@ -14,6 +16,7 @@ use db_secret::{Connector, DbFailure, DbSecret};
 pub struct PgTarget {
     pub pool: PgPool,
     pub connector: Connector,
+    pub signals: Arc<PoolSignals>,
 }
 
 /// Verifies logins before there is a pool (startup).
@@ -69,7 +72,10 @@ impl Verify for PgTarget {
 impl CredentialTarget for PgTarget {
     fn switch_to(&self, secret: &DbSecret) {
         match self.connector.pool_options(secret) {
-            Ok(options) => self.pool.set_connect_options(options),
+            Ok(options) => {
+                self.pool.set_connect_options(options);
+                self.signals.login_switched_now();
+            }
             // Verified just before with the same policy, so this is a local
             // failure (no socket directory); new connections keep the old login.
             Err(e) => tracing::error!(error = %e, "cannot install the new login in the pool"),
