@@ -448,10 +448,21 @@ impl Demo {
             env.endpoint.endpoint(),
             e2e::moto::REGION,
         );
+        // An operator's emergency rotation is a direct invocation of the function.
+        let emergency = format!(
+            "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing {} lambda invoke --endpoint-url {} --region {} \
+             --function-name {} --payload '{{\"Operation\":\"emergency-rotation\",\"SecretId\":\"{SECRET}\"}}' /dev/stdout",
+            aws.display(),
+            env.endpoint.endpoint(),
+            e2e::moto::REGION,
+            env.function(),
+        );
         let app = self.app.as_ref().expect("serving");
         let admin = app.admin_addr();
         self.say("\n==> everything stays up until Ctrl-C. To rotate by hand, paste this into another shell:");
         self.say(&format!("    {command}"));
+        self.say("    or, as if the password had leaked (rotate now, end every session that logged in with it):");
+        self.say(&format!("    {emergency}"));
         self.say(&format!(
             "    every rotation of {SECRET} shows here as it happens; the app: http://{}/notes, http://{admin}/whoami, http://{admin}/metrics",
             app.addr()
