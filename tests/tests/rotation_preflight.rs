@@ -144,7 +144,7 @@ async fn a_healthy_single_user_secret_is_ready_and_nothing_is_written() {
 /// `app` (member of `readers`), and a master secret for `master_user`.
 async fn pair(env: &mut TestEnv, name: &str, master_user: &str) -> (String, String) {
     let master = if master_user == "postgres" {
-        env.secret_json("postgres", &env.pg.superuser_password().to_owned())
+        env.secret_json("postgres", env.pg.superuser_password())
     } else {
         env.pg.set_password(master_user, "Master-Passw0rd-for-preflight").await;
         env.secret_json(master_user, "Master-Passw0rd-for-preflight")
