@@ -62,6 +62,9 @@ export const ROTATION_FAILURE_EVENTS = ['RotationFailed', 'RotationAbandoned', '
 /** Metric namespace of the app's log-derived metrics. */
 export const APP_METRICS_NAMESPACE = 'PgRotation/WebApp';
 
+/** Metric namespace of the rotation functions' log-derived metrics (the pre-flight's). */
+export const ROTATION_METRICS_NAMESPACE = 'PgRotation/Rotation';
+
 /** A function whose slowest invocation takes this share of its timeout is near failing. */
 const DURATION_ALARM_SHARE = 0.8;
 
@@ -71,6 +74,8 @@ export class Operations extends Construct {
   readonly dashboard: cloudwatch.Dashboard;
   readonly alarms: cloudwatch.Alarm[] = [];
   readonly switchFilter: logs.MetricFilter;
+  /** One per rotation function: failed checks of each pre-flight it answers. */
+  readonly preflightFilters: logs.MetricFilter[] = [];
 
   constructor(scope: Construct, id: string, props: OperationsProps) {
     super(scope, id);
@@ -164,6 +169,30 @@ export class Operations extends Construct {
       alarm(`${r.name}Errors`, {
         alarmDescription: `${r.name}: a rotation step failed (its log names the step, the error type, the host and the SQLSTATE)`,
         metric: r.function.metricErrors({ period: fiveMinutes, statistic: 'Sum' }),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      // A pre-flight (`{"Operation": "preflight"}`, README "Pre-flight") logs
+      // one JSON line, {"fields": {"message": "pre-flight", "ready", "failed",
+      // "warnings", "secret"}}: its failed-check count is the metric, and any
+      // failed check wakes someone before the schedule finds it. The
+      // invocation itself succeeds whatever it finds, so the Errors alarm
+      // above never sees it.
+      const preflight = new logs.MetricFilter(this, `${r.name}PreflightFailedChecks`, {
+        logGroup: r.logGroup,
+        filterPattern: logs.FilterPattern.stringValue('$.fields.message', '=', 'pre-flight'),
+        metricNamespace: ROTATION_METRICS_NAMESPACE,
+        metricName: `${r.name}PreflightFailedChecks`,
+        metricValue: '$.fields.failed',
+      });
+      this.preflightFilters.push(preflight);
+      alarm(`${r.name}PreflightFailed`, {
+        alarmDescription:
+          `${r.name}: a pre-flight found a check a rotation would fail on; run it again for the table with each fix ` +
+          '(README "Pre-flight")',
+        metric: preflight.metric({ period: fiveMinutes, statistic: 'Maximum' }),
         threshold: 1,
         evaluationPeriods: 1,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,

@@ -273,6 +273,12 @@ export class PgRotationStack extends Stack {
     out('MasterSecretArn', db.masterSecret.secretArn, 'Master user secret');
     out('OwnerSecretArn', db.ownerSecret.secretArn, 'Schema owner secret (web-app migrate)');
     out('AppRotationFunctionName', this.appRotation.function.functionName, 'Rotation function of the app secret');
+    out(
+      'AppPreflightCommand',
+      `aws lambda invoke --function-name ${this.appRotation.function.functionName} --cli-binary-format raw-in-base64-out ` +
+        `--payload '{"Operation": "preflight", "SecretId": "${db.appSecret.secretArn}"}' preflight.json`,
+      'would a rotation of the app secret succeed now? (writes nothing; README "Pre-flight")',
+    );
     out('AppRotationLogGroup', this.appRotation.logGroup.logGroupName, 'aws logs tail <this> --follow');
     out('OwnerRotationLogGroup', this.ownerRotation.logGroup.logGroupName, 'aws logs tail <this> --follow');
     if (this.masterRotation) {

@@ -660,7 +660,28 @@ describe('alarms and dashboard', () => {
     for (const [, a] of watched('Duration', 'AWS/Lambda')) assert.equal(a.Threshold, 24000, '80 % of the 30 s timeout');
     assert.equal(watched('HTTPCode_Target_5XX_Count', 'AWS/ApplicationELB').length, 1);
     assert.equal(watched('UnHealthyHostCount', 'AWS/ApplicationELB').length, 1);
-    assert.equal(alarms.length, 3 * 2 + 2 + 5);
+    assert.equal(alarms.length, 3 * 3 + 2 + 5);
+  });
+
+  it("alarms when a rotation function's pre-flight finds a failed check, from its summary log line", () => {
+    const s = synth(DEFAULTS);
+    const rotations = [s.stack.appRotation, s.stack.ownerRotation, s.stack.masterRotation!];
+    const filters = s.stack.operations.preflightFilters.map((f) => s.json.Resources[s.logicalId(f)].Properties!);
+    assert.deepEqual(filters.map((f) => f.LogGroupName), rotations.map((r) => s.ref(r.logGroup.logGroupName)));
+    for (const f of filters) {
+      assert.equal(f.FilterPattern, '{ $.fields.message = "pre-flight" }');
+      assert.equal(f.MetricTransformations[0].MetricValue, '$.fields.failed');
+      assert.equal(f.MetricTransformations[0].MetricNamespace, 'PgRotation/Rotation');
+    }
+    const alarms = resourcesOfType(s.json, 'AWS::CloudWatch::Alarm').filter(([, a]) => a.Namespace === 'PgRotation/Rotation');
+    assert.deepEqual(
+      alarms.map(([, a]) => a.MetricName),
+      filters.map((f) => f.MetricTransformations[0].MetricName),
+    );
+    for (const [, a] of alarms) {
+      assert.equal(a.Threshold, 1);
+      assert.equal(a.ComparisonOperator, 'GreaterThanOrEqualToThreshold');
+    }
   });
 
   it('alarms on the database (CPU, free storage, connections), the in-service count and EventBridge delivery failures', () => {

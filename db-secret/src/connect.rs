@@ -25,7 +25,7 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::ServerName;
 use sqlx::Connection;
@@ -120,6 +120,29 @@ impl Connector {
         connecting.await.map_err(|e| DbFailure::classify(&e))
     }
 
+    /// When the server's certificate chain stops verifying because a
+    /// certificate in it expires (the earliest `notAfter` of the chain the
+    /// server presents, as [`Trust::chain_expiry`] finds it), after a TLS
+    /// handshake verified exactly as a login's is. `None` when the floor
+    /// lets this secret connect in plain text. No login is attempted: the
+    /// connection is closed after the handshake.
+    pub async fn certificate_expiry(&self, secret: &DbSecret) -> Result<Option<SystemTime>, DbFailure> {
+        let target = self.target(secret).map_err(|e| DbFailure::Tls(e.to_string()))?;
+        let tcp = tcp(&target).await?;
+        if target.tls == TlsMode::Plaintext {
+            return Ok(None);
+        }
+        let mut tls = handshake(tcp, &target, &self.trust).await?;
+        let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        let name = ServerName::try_from(target.host.clone())
+            .map_err(|_| DbFailure::Tls(format!("{:?} is not a valid TLS server name", target.host)))?;
+        let expiry = self.trust.chain_expiry(chain, &name).map_err(|e| DbFailure::Tls(e.to_string()));
+        // close_notify, then the socket: the server sees a client that left
+        // before its startup packet, which it does not log.
+        let _ = tokio::time::timeout(Duration::from_millis(200), tls.shutdown()).await;
+        expiry.map(Some)
+    }
+
     /// Options an sqlx pool connects with as `secret`'s user: through this
     /// connector's endpoint for the secret's server (started on first use),
     /// so pooled sessions get `TCP_NODELAY` and the shared TLS configuration.
@@ -148,11 +171,25 @@ impl Connector {
 
 /// TCP with `TCP_NODELAY`, then TLS when the target wants it.
 async fn dial(target: &Target, trust: &Trust) -> Result<Box<dyn Stream>, DbFailure> {
-    let mut tcp = TcpStream::connect((target.host.as_str(), target.port)).await.map_err(|e| DbFailure::from_io(&e))?;
-    tcp.set_nodelay(true).map_err(|e| DbFailure::from_io(&e))?;
+    let tcp = tcp(target).await?;
     if target.tls == TlsMode::Plaintext {
         return Ok(Box::new(tcp));
     }
+    Ok(Box::new(handshake(tcp, target, trust).await?))
+}
+
+async fn tcp(target: &Target) -> Result<TcpStream, DbFailure> {
+    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await.map_err(|e| DbFailure::from_io(&e))?;
+    tcp.set_nodelay(true).map_err(|e| DbFailure::from_io(&e))?;
+    Ok(tcp)
+}
+
+/// PostgreSQL's SSLRequest, then the TLS handshake, chain and name verified.
+async fn handshake(
+    mut tcp: TcpStream,
+    target: &Target,
+    trust: &Trust,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, DbFailure> {
     tcp.write_all(&SSL_REQUEST).await.map_err(|e| DbFailure::from_io(&e))?;
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await.map_err(|e| DbFailure::from_io(&e))?;
@@ -169,7 +206,7 @@ async fn dial(target: &Target, trust: &Trust) -> Result<Box<dyn Stream>, DbFailu
         DbFailure::Unreachable(detail) => DbFailure::Unreachable(format!("during the TLS handshake: {detail}")),
         other => other,
     })?;
-    Ok(Box::new(tls))
+    Ok(tls)
 }
 
 /// A pool's way in: a Unix listener whose connections are dialled to one

@@ -9,12 +9,18 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::pki_types::CertificateDer;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier as _;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
 
 use crate::secret::DbSecret;
+
+/// How far ahead [`Trust::chain_expiry`] first asks the verifier.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The least protection the operator accepts for database connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +164,7 @@ impl Trust {
         self.config.get_or_init(|| Arc::new(self.build())).clone()
     }
 
-    fn build(&self) -> ClientConfig {
+    fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
         if self.bundle.is_empty() {
             let platform = rustls_native_certs::load_native_certs();
@@ -169,12 +175,58 @@ impl Trust {
         } else {
             roots.add_parsable_certificates(self.bundle.iter().cloned());
         }
+        roots
+    }
+
+    fn build(&self) -> ClientConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
-            .with_root_certificates(roots)
+            .with_root_certificates(self.roots())
             .with_no_client_auth()
+    }
+
+    /// When `chain` (a server's certificates, leaf first, as its handshake
+    /// sent them) stops verifying for `name` against these roots: the
+    /// earliest `notAfter` among the certificates the verification uses.
+    ///
+    /// No certificate parser is needed: the same verifier a handshake uses
+    /// (webpki, through rustls) is asked to verify the chain at a time far in
+    /// the future, and its refusal names the `notAfter` of the certificate
+    /// that had expired by then (the leaf is checked first). Asking again at
+    /// that instant finds an issuer that expires earlier, if one does, until
+    /// the chain verifies. Reads the roots again (the platform's store when
+    /// no bundle is set): meant for an occasional check, not for every login.
+    pub fn chain_expiry(
+        &self,
+        chain: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+    ) -> Result<SystemTime, rustls::Error> {
+        let (leaf, intermediates) = chain.split_first().ok_or(rustls::Error::NoCertificatesPresented)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(self.roots()), provider)
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        // A century from now: later than any server certificate's notAfter.
+        let mut at = UnixTime::since_unix_epoch(Duration::from_secs(UnixTime::now().as_secs()) + CENTURY);
+        let mut earliest = None;
+        // Each round moves to a strictly earlier notAfter of a certificate in
+        // the chain, so the chain's length (plus one) bounds the rounds.
+        for _ in 0..=chain.len() {
+            match verifier.verify_server_cert(leaf, intermediates, name, &[], at) {
+                Ok(_) => break,
+                Err(rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { not_after, .. }))
+                    if not_after.as_secs() < at.as_secs() =>
+                {
+                    earliest = Some(not_after);
+                    at = not_after;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        let earliest = earliest.ok_or_else(|| rustls::Error::General("no certificate of the chain expires".into()))?;
+        Ok(UNIX_EPOCH + Duration::from_secs(earliest.as_secs()))
     }
 }
 

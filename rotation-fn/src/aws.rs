@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::AwsFailure;
 use crate::guard::{CURRENT, PENDING, SecretState};
-use crate::store::{ApiFuture, PutOutcome, SecretsApi, Version, VersionInfo, is_transient_aws};
+use crate::store::{ApiFuture, PutOutcome, RotationSchedule, SecretsApi, Version, VersionInfo, is_transient_aws};
 
 #[derive(Debug, Clone)]
 pub struct AwsSecrets {
@@ -24,16 +24,32 @@ impl AwsSecrets {
 
 impl SecretsApi for AwsSecrets {
     fn describe<'a>(&'a self, secret_id: &'a str) -> ApiFuture<'a, SecretState> {
+        Box::pin(async move { Ok(self.describe_schedule(secret_id).await?.0) })
+    }
+
+    fn describe_schedule<'a>(&'a self, secret_id: &'a str) -> ApiFuture<'a, (SecretState, RotationSchedule)> {
         Box::pin(async move {
             let out = self.client.describe_secret().secret_id(secret_id).send().await;
             let out = out.map_err(|e| failure("DescribeSecret", e))?;
-            Ok(SecretState {
+            let state = SecretState {
                 arn: out.arn().unwrap_or(secret_id).to_owned(),
                 // AWS's own templates proceed when the field is absent: only an
                 // explicit `false` means rotation was turned off.
                 rotation_enabled: out.rotation_enabled().unwrap_or(true),
                 versions: out.version_ids_to_stages().cloned().unwrap_or_default(),
-            })
+            };
+            let rules = out.rotation_rules().and_then(|r| {
+                r.schedule_expression()
+                    .map(str::to_owned)
+                    .or_else(|| r.automatically_after_days().map(|d| format!("every {d} days")))
+            });
+            let schedule = RotationSchedule {
+                enabled: out.rotation_enabled(),
+                next_rotation: out.next_rotation_date().map(|d| d.secs()),
+                rules,
+                lambda_arn: out.rotation_lambda_arn().map(str::to_owned),
+            };
+            Ok((state, schedule))
         })
     }
 

@@ -133,6 +133,17 @@ pub const ROLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolna
 pub const ROLE_POWERS: &str = "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls \
      FROM pg_roles WHERE rolname = $1";
 
+/// How the server stores passwords set in clear text (`scram-sha-256` or
+/// `md5`). The rotation sends verifiers, never clear text; the pre-flight
+/// reports the setting for everything else that sets passwords.
+pub const PASSWORD_ENCRYPTION: &str = "SELECT current_setting('password_encryption')";
+
+/// Whether the current user may administer role `$1` (ALTER its password,
+/// GRANT it): a superuser may; on PostgreSQL 16+ a CREATEROLE role needs
+/// ADMIN OPTION on it; before 16, CREATEROLE suffices for any role that is
+/// not a superuser.
+pub const MAY_ADMINISTER: &str = "SELECT r.rolsuper, me.rolsuper, me.rolcreaterole,      pg_catalog.pg_has_role(current_user, r.oid, 'USAGE WITH ADMIN OPTION')      FROM pg_catalog.pg_roles r, pg_catalog.pg_roles me      WHERE r.rolname = $1 AND me.rolname = current_user";
+
 #[cfg(test)]
 mod tests {
     use super::*;

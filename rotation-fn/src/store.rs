@@ -45,6 +45,22 @@ pub struct VersionInfo {
     pub created: i64,
 }
 
+/// What DescribeSecret says about the rotation's schedule (the pre-flight
+/// reports it; the steps never need it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotationSchedule {
+    /// `RotationEnabled` as DescribeSecret reports it: absent on a secret
+    /// whose rotation was never configured (the guard reads absent as "go
+    /// on"; the pre-flight reports it as "not enabled").
+    pub enabled: Option<bool>,
+    /// `NextRotationDate`, seconds since the epoch.
+    pub next_rotation: Option<i64>,
+    /// `RotationRules`: the schedule expression, or every N days.
+    pub rules: Option<String>,
+    /// `RotationLambdaARN`.
+    pub lambda_arn: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
     Written,
@@ -57,6 +73,11 @@ pub enum PutOutcome {
 /// when the version (or its value) does not exist.
 pub trait SecretsApi: Send + Sync + std::fmt::Debug {
     fn describe<'a>(&'a self, secret_id: &'a str) -> ApiFuture<'a, SecretState>;
+    /// DescribeSecret with the rotation's schedule. Implementations without
+    /// one (unit tests' fakes) report none.
+    fn describe_schedule<'a>(&'a self, secret_id: &'a str) -> ApiFuture<'a, (SecretState, RotationSchedule)> {
+        Box::pin(async move { Ok((self.describe(secret_id).await?, RotationSchedule::default())) })
+    }
     fn get<'a>(
         &'a self,
         secret_id: &'a str,
@@ -113,6 +134,18 @@ impl SecretStore {
             versions.retain(|id, _| state.versions.contains_key(id));
         }
         Ok(state)
+    }
+
+    /// DescribeSecret with the rotation's schedule (the pre-flight's). Not
+    /// cached, and the value cache is left alone.
+    #[instrument(skip_all, fields(secret = secret_id))]
+    pub async fn describe_schedule(
+        &self,
+        secret_id: &str,
+        deadline: &Deadline,
+    ) -> Result<(SecretState, RotationSchedule), RotationError> {
+        let call = self.api.describe_schedule(secret_id);
+        Ok(deadline.run(|| "Secrets Manager DescribeSecret".into(), call).await??)
     }
 
     /// The value of version `version_id` of secret `arn`, which carries

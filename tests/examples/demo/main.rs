@@ -166,6 +166,7 @@ impl Demo {
         self.pause(Some(self.args.interval)).await?;
         self.baseline();
         if self.args.rotations > 0 {
+            self.preflight().await?;
             let strategy = self.args.strategy;
             self.say(&format!(
                 "\n==> {} ({strategy}): RotateSecret at the endpoint (what `aws secretsmanager rotate-secret` sends), {:.1} s apart",
@@ -360,6 +361,40 @@ impl Demo {
             }
             self.sleep(TICK).await?;
         }
+    }
+
+    /// The function's pre-flight on the app secret, once, as its table: would
+    /// the first rotation succeed? (It writes nothing; README "Pre-flight".)
+    async fn preflight(&mut self) -> Result<(), Stop> {
+        let arn = self.deployment.as_ref().expect("deployed").app_arn.clone();
+        let started = Instant::now();
+        let env = self.env.as_mut().expect("started");
+        let answer = env.invoke(&serde_json::json!({"Operation": "preflight", "SecretId": arn})).await;
+        self.say("\n==> pre-flight: would a rotation succeed now? (the function checks, writes nothing)");
+        let table = match answer {
+            Ok(table) => table,
+            Err(e) => {
+                self.say(&format!("    the pre-flight failed: {}: {}", e.error_type, e.error_message));
+                return Ok(());
+            }
+        };
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        for row in table["checks"].as_array().into_iter().flatten() {
+            let status = text(&row["status"]).to_uppercase();
+            self.say(&format!("    {status:<4}  {:<40} {}", text(&row["check"]), text(&row["detail"])));
+            if let Some(fix) = row["fix"].as_str() {
+                self.say(&format!("          {:<40} fix: {fix}", ""));
+            }
+        }
+        let ready = if table["ready"] == true { "ready" } else { "NOT ready" };
+        self.say(&format!(
+            "    {ready}: {} failed, {} warning(s)  [{:.1} s]",
+            table["failed"],
+            table["warnings"],
+            started.elapsed().as_secs_f64()
+        ));
+        self.interrupt.check()?;
+        Ok(())
     }
 
     /// One RotateSecret through the endpoint, followed to its end.
