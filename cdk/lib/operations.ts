@@ -65,6 +65,9 @@ export const APP_METRICS_NAMESPACE = 'PgRotation/WebApp';
 /** Metric namespace of the rotation functions' log-derived metrics (the pre-flight's). */
 export const ROTATION_METRICS_NAMESPACE = 'PgRotation/Rotation';
 
+/** The message of the function's evidence line (rotation-fn `IN_USE_MESSAGE`). */
+export const RETIRING_EVIDENCE_MESSAGE = 'sessions of the login whose password changes';
+
 /** A function whose slowest invocation takes this share of its timeout is near failing. */
 const DURATION_ALARM_SHARE = 0.8;
 
@@ -76,6 +79,8 @@ export class Operations extends Construct {
   readonly switchFilter: logs.MetricFilter;
   /** One per rotation function: failed checks of each pre-flight it answers. */
   readonly preflightFilters: logs.MetricFilter[] = [];
+  /** One per rotation function: sessions of the login a setSecret retired. */
+  readonly retiringLoginFilters: logs.MetricFilter[] = [];
 
   constructor(scope: Construct, id: string, props: OperationsProps) {
     super(scope, id);
@@ -193,6 +198,33 @@ export class Operations extends Construct {
           `${r.name}: a pre-flight found a check a rotation would fail on; run it again for the table with each fix ` +
           '(README "Pre-flight")',
         metric: preflight.metric({ period: fiveMinutes, statistic: 'Maximum' }),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      // Every setSecret logs who is still connected as the login whose
+      // password it changes (README "Who is still connected when a password
+      // changes"): {"fields": {"message": "sessions of the login whose password
+      // changes", "role": "retiring" | "current", "sessions", "clients", "login"}}.
+      // Sessions of a *retiring* login (alternating users: the one AWSPREVIOUS
+      // held) are clients that have not moved and fail at their next login.
+      const retiring = new logs.MetricFilter(this, `${r.name}RetiringLoginSessions`, {
+        logGroup: r.logGroup,
+        filterPattern: logs.FilterPattern.all(
+          logs.FilterPattern.stringValue('$.fields.message', '=', RETIRING_EVIDENCE_MESSAGE),
+          logs.FilterPattern.stringValue('$.fields.role', '=', 'retiring'),
+        ),
+        metricNamespace: ROTATION_METRICS_NAMESPACE,
+        metricName: `${r.name}RetiringLoginSessions`,
+        metricValue: '$.fields.sessions',
+      });
+      this.retiringLoginFilters.push(retiring);
+      alarm(`${r.name}RetiringLoginInUse`, {
+        alarmDescription:
+          `${r.name}: a rotation changed (or, with RETIRING_LOGIN_IN_USE=fail, held off changing) the password of a ` +
+          'login that still had sessions; the log line names the clients, which fail at their next login',
+        metric: retiring.metric({ period: fiveMinutes, statistic: 'Maximum' }),
         threshold: 1,
         evaluationPeriods: 1,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,

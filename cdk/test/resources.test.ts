@@ -660,7 +660,7 @@ describe('alarms and dashboard', () => {
     for (const [, a] of watched('Duration', 'AWS/Lambda')) assert.equal(a.Threshold, 24000, '80 % of the 30 s timeout');
     assert.equal(watched('HTTPCode_Target_5XX_Count', 'AWS/ApplicationELB').length, 1);
     assert.equal(watched('UnHealthyHostCount', 'AWS/ApplicationELB').length, 1);
-    assert.equal(alarms.length, 3 * 3 + 2 + 5);
+    assert.equal(alarms.length, 3 * 4 + 2 + 5);
   });
 
   it("alarms when a rotation function's pre-flight finds a failed check, from its summary log line", () => {
@@ -673,7 +673,9 @@ describe('alarms and dashboard', () => {
       assert.equal(f.MetricTransformations[0].MetricValue, '$.fields.failed');
       assert.equal(f.MetricTransformations[0].MetricNamespace, 'PgRotation/Rotation');
     }
-    const alarms = resourcesOfType(s.json, 'AWS::CloudWatch::Alarm').filter(([, a]) => a.Namespace === 'PgRotation/Rotation');
+    const alarms = resourcesOfType(s.json, 'AWS::CloudWatch::Alarm').filter(
+      ([, a]) => a.Namespace === 'PgRotation/Rotation' && a.MetricName.endsWith('PreflightFailedChecks'),
+    );
     assert.deepEqual(
       alarms.map(([, a]) => a.MetricName),
       filters.map((f) => f.MetricTransformations[0].MetricName),
@@ -682,6 +684,26 @@ describe('alarms and dashboard', () => {
       assert.equal(a.Threshold, 1);
       assert.equal(a.ComparisonOperator, 'GreaterThanOrEqualToThreshold');
     }
+  });
+
+  it('alarms when a setSecret retires a login that still has sessions, from its evidence line', () => {
+    const s = synth(DEFAULTS);
+    const rotations = [s.stack.appRotation, s.stack.ownerRotation, s.stack.masterRotation!];
+    const filters = s.stack.operations.retiringLoginFilters.map((f) => s.json.Resources[s.logicalId(f)].Properties!);
+    assert.deepEqual(filters.map((f) => f.LogGroupName), rotations.map((r) => s.ref(r.logGroup.logGroupName)));
+    for (const f of filters) {
+      // The message is rotation-fn's IN_USE_MESSAGE, byte for byte (tests/tests/rotation_emergency.rs reads the line).
+      assert.equal(
+        f.FilterPattern,
+        '{ ($.fields.message = "sessions of the login whose password changes") && ($.fields.role = "retiring") }',
+      );
+      assert.equal(f.MetricTransformations[0].MetricValue, '$.fields.sessions');
+    }
+    const alarms = resourcesOfType(s.json, 'AWS::CloudWatch::Alarm').filter(([, a]) =>
+      String(a.MetricName).endsWith('RetiringLoginSessions'),
+    );
+    assert.deepEqual(alarms.map(([, a]) => a.MetricName), filters.map((f) => f.MetricTransformations[0].MetricName));
+    for (const [, a] of alarms) assert.equal(a.Threshold, 1);
   });
 
   it('alarms on the database (CPU, free storage, connections), the in-service count and EventBridge delivery failures', () => {

@@ -37,11 +37,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::context::StepContext;
 use crate::error::{Credential, RotationError};
 use crate::event::{RotationEvent, Step};
 use crate::evidence::{Client, Evidence, SessionSeen};
-use crate::guard::{PENDING, SecretState, StageError};
+use crate::guard::{PENDING, StageError};
 use crate::session::Session;
 use crate::strategy::Strategy;
 use crate::{Deadline, Rotator, sql};
@@ -106,7 +105,7 @@ pub(crate) async fn run(
         .to_owned();
     let event =
         RotationEvent { step: Step::Test, secret_id: arn.clone(), token: current.clone(), rotation_token: None };
-    let ctx = context(rotator, &event, after, current, &deadline);
+    let ctx = rotator.context(&event, after, current, deadline);
     let mut sessions = vec![ctx.login(&ctx.current().await?, Credential::Current).await?];
     if rotator.config.strategy == Strategy::AlternatingUsers
         && let Some(previous) = ctx.previous().await?
@@ -196,29 +195,6 @@ async fn rotate_once(
     }
     rotator.store.remove_pending(arn, &token, deadline).await.map_err(stopped)?;
     Ok(steps)
-}
-
-/// A step context over the secret as it stands, to read and log in with its
-/// versions (parsed and admitted as every step does).
-fn context<'a>(
-    rotator: &'a Rotator,
-    event: &'a RotationEvent,
-    state: SecretState,
-    current_version: String,
-    deadline: &Deadline,
-) -> StepContext<'a> {
-    StepContext {
-        store: &rotator.store,
-        connector: &rotator.connector,
-        db: &rotator.config.db,
-        password: &rotator.config.password,
-        event,
-        state,
-        current_version,
-        deadline: *deadline,
-        in_use: rotator.config.in_use,
-        evidence: std::sync::OnceLock::new(),
-    }
 }
 
 async fn server_clock(session: &mut Session, deadline: &Deadline) -> Result<f64, RotationError> {

@@ -195,7 +195,26 @@ impl Rotator {
                 }
             }
         };
-        let ctx = StepContext {
+        let ctx = self.context(event, state, current_version, deadline);
+        let outcome = match event.step {
+            Step::Create => steps::create::run(&ctx, self.config.strategy).await,
+            Step::Set => steps::set::run(&ctx, self.config.strategy).await,
+            Step::Test => steps::test::run(&ctx).await,
+            Step::Finish => steps::finish::run(&ctx).await,
+        }?;
+        Ok((outcome, ctx.evidence.into_inner()))
+    }
+
+    /// What a step works with: this function's clients and settings, the
+    /// secret's `state` and its AWSCURRENT version.
+    fn context<'a>(
+        &'a self,
+        event: &'a RotationEvent,
+        state: SecretState,
+        current_version: String,
+        deadline: Deadline,
+    ) -> StepContext<'a> {
+        StepContext {
             store: &self.store,
             connector: &self.connector,
             db: &self.config.db,
@@ -206,13 +225,6 @@ impl Rotator {
             deadline,
             in_use: self.config.in_use,
             evidence: std::sync::OnceLock::new(),
-        };
-        let outcome = match event.step {
-            Step::Create => steps::create::run(&ctx, self.config.strategy).await,
-            Step::Set => steps::set::run(&ctx, self.config.strategy).await,
-            Step::Test => steps::test::run(&ctx).await,
-            Step::Finish => steps::finish::run(&ctx).await,
-        }?;
-        Ok((outcome, ctx.evidence.into_inner()))
+        }
     }
 }

@@ -163,16 +163,7 @@ async fn checks(rotator: &Rotator, secret_id: &str, deadline: Deadline, report: 
     };
     let event =
         RotationEvent { step: Step::Test, secret_id: arn.clone(), token: "preflight".to_owned(), rotation_token: None };
-    let ctx = StepContext {
-        store,
-        connector: &rotator.connector,
-        db,
-        password: &rotator.config.password,
-        event: &event,
-        state,
-        current_version: version.id.clone(),
-        deadline,
-    };
+    let ctx = rotator.context(&event, state, version.id.clone(), deadline);
     if !fits_strategy(report, &ctx, &secret, strategy).await {
         report.skip_rest(rows, "the secret does not fit ROTATION_STRATEGY");
         return arn;

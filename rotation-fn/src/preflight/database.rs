@@ -22,10 +22,10 @@ use crate::error::{Credential, RotationError};
 use crate::roles;
 use crate::scram;
 use crate::session::Session;
-use crate::sql::{self, MemberOptions};
+use crate::sql;
 use crate::strategy::ServerFacts;
-use crate::strategy::alternating::{CLONE_SUFFIX, base_username};
-use crate::strategy::memberships::{Change, GrantRow, plan};
+use crate::strategy::alternating::{CLONE_SUFFIX, base_username, grants};
+use crate::strategy::memberships::{Change, plan};
 
 /// A certificate that expires sooner than this is a warning.
 const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -473,29 +473,6 @@ fn pair_rows(report: &mut Report, master: &str, base: &str, clone: &str, s: &Pai
 
 fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
     items.map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", ")
-}
-
-/// One row per membership grant of `role` (the queries setSecret uses).
-async fn grants(
-    session: &mut Session,
-    role: &str,
-    facts: ServerFacts,
-    deadline: &Deadline,
-) -> Result<Vec<GrantRow>, RotationError> {
-    let query = if facts.per_grant_options() { sql::MEMBERSHIP_GRANTS_16 } else { sql::MEMBERSHIP_GRANTS_15 };
-    let rows = session
-        .run("reading role memberships", deadline, async |conn| {
-            sqlx::query_as::<_, (String, Option<String>, bool, bool, bool)>(query).bind(role).fetch_all(conn).await
-        })
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(group, grantor, admin, inherit, set)| GrantRow {
-            group,
-            grantor,
-            options: MemberOptions { admin, inherit, set },
-        })
-        .collect())
 }
 
 /// What to do when AWSCURRENT does not log in.

@@ -24,6 +24,7 @@ use tracing::info;
 use super::memberships::{Change, GrantRow, plan};
 use super::{ServerFacts, set_password};
 use crate::context::{Outcome, StepContext};
+use crate::deadline::Deadline;
 use crate::error::{Credential, RotationError};
 use crate::roles;
 use crate::session::Session;
@@ -120,7 +121,7 @@ pub(crate) async fn set(ctx: &StepContext<'_>, pending: &DbSecret) -> Result<Out
     let clone = format!("{base}{CLONE_SUFFIX}");
 
     // 3. The pair is anchored in the database.
-    let clone_rows = grants(&mut session, &clone, facts, ctx).await?;
+    let clone_rows = grants(&mut session, &clone, facts, &ctx.deadline).await?;
     if roles::exists(&mut session, &clone, &ctx.deadline).await? {
         // Proof is a membership that gives the clone the original's
         // privileges (INHERIT or SET); on 16+ a grant WITH INHERIT FALSE,
@@ -205,15 +206,16 @@ fn check_master(ctx: &StepContext<'_>, master: &DbSecret, app: &DbSecret) -> Res
     Ok(())
 }
 
-async fn grants(
+/// One row per membership grant of `role` (also what the pre-flight reads).
+pub(crate) async fn grants(
     session: &mut Session,
     role: &str,
     facts: ServerFacts,
-    ctx: &StepContext<'_>,
+    deadline: &Deadline,
 ) -> Result<Vec<GrantRow>, RotationError> {
     let query = if facts.per_grant_options() { sql::MEMBERSHIP_GRANTS_16 } else { sql::MEMBERSHIP_GRANTS_15 };
     let rows = session
-        .run("reading role memberships", &ctx.deadline, async |conn| {
+        .run("reading role memberships", deadline, async |conn| {
             sqlx::query_as::<_, (String, Option<String>, bool, bool, bool)>(query).bind(role).fetch_all(conn).await
         })
         .await?;
@@ -237,7 +239,7 @@ async fn sync_memberships(
     facts: ServerFacts,
     ctx: &StepContext<'_>,
 ) -> Result<(), RotationError> {
-    let base_rows = grants(session, base, facts, ctx).await?;
+    let base_rows = grants(session, base, facts, &ctx.deadline).await?;
     let changes = plan(&base_rows, &clone_rows, base, clone, facts.per_grant_options());
     if changes.is_empty() {
         return Ok(());
@@ -266,7 +268,7 @@ async fn sync_memberships(
     if !revoked.is_empty() {
         // A REVOKE of a grant the current user did not make only warns; say
         // "revoked" only of memberships that are really gone.
-        let after = grants(session, clone, facts, ctx).await?;
+        let after = grants(session, clone, facts, &ctx.deadline).await?;
         revoked.sort_unstable();
         revoked.dedup();
         for group in revoked {
