@@ -84,6 +84,15 @@ pub enum EventError {
 pub(crate) enum Request {
     Rotation(RotationEvent),
     Operator(OperatorRequest),
+    /// The deployment's pre-flight, sent by CloudFormation's custom resource
+    /// framework (`{"RequestType", "ResourceProperties": {"Operation":
+    /// "preflight", "SecretId"}}`): the CDK app runs it once per deployment.
+    /// `Delete` checks nothing.
+    Deployment {
+        secret_id: String,
+        delete: bool,
+        physical_id: Option<String>,
+    },
 }
 
 /// What an operator may ask for by invoking the function directly.
@@ -108,6 +117,9 @@ pub(crate) const MAX_FLEET_WAIT: Duration = Duration::from_secs(600);
 impl Request {
     pub(crate) fn parse(value: &Value) -> Result<Self, EventError> {
         let object = value.as_object().ok_or(EventError::NotObject)?;
+        if let Some(kind) = object.get("RequestType") {
+            return Self::deployment(object, kind);
+        }
         let Some(operation) = object.get("Operation") else { return RotationEvent::parse(value).map(Self::Rotation) };
         if object.contains_key("Step") {
             return Err(EventError::Ambiguous);
@@ -135,6 +147,28 @@ impl Request {
                 other.map_or_else(|| operation.to_string(), str::to_owned).chars().take(40).collect(),
             )),
         }
+    }
+}
+
+impl Request {
+    fn deployment(object: &serde_json::Map<String, Value>, kind: &Value) -> Result<Self, EventError> {
+        let delete = match kind.as_str() {
+            Some("Create" | "Update") => false,
+            Some("Delete") => true,
+            _ => return Err(EventError::UnknownRequest(kind.to_string().chars().take(20).collect())),
+        };
+        let properties = object.get("ResourceProperties").ok_or(EventError::Missing("ResourceProperties"))?;
+        let property = |name| properties.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
+        match property("Operation") {
+            Some("preflight") => {}
+            Some(other) => return Err(EventError::UnknownOperation(other.chars().take(40).collect())),
+            None => return Err(EventError::Missing("ResourceProperties.Operation")),
+        }
+        Ok(Self::Deployment {
+            secret_id: property("SecretId").ok_or(EventError::Missing("ResourceProperties.SecretId"))?.to_owned(),
+            delete,
+            physical_id: object.get("PhysicalResourceId").and_then(Value::as_str).map(str::to_owned),
+        })
     }
 }
 
@@ -234,6 +268,29 @@ mod tests {
         ] {
             assert_eq!(Request::parse(&bad), Err(error), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_deployments_preflight_comes_as_a_custom_resource_event() {
+        let event = |kind: &str| {
+            json!({"RequestType": kind, "PhysicalResourceId": "preflight:s",
+                   "ResourceProperties": {"ServiceToken": "arn:t", "Operation": "preflight", "SecretId": "s", "Trigger": "h"}})
+        };
+        for (kind, delete) in [("Create", false), ("Update", false), ("Delete", true)] {
+            assert_eq!(
+                Request::parse(&event(kind)),
+                Ok(Request::Deployment { secret_id: "s".into(), delete, physical_id: Some("preflight:s".into()) })
+            );
+        }
+        assert_eq!(Request::parse(&event("Replace")), Err(EventError::UnknownRequest("\"Replace\"".into())));
+        let other = json!({"RequestType": "Create", "ResourceProperties": {"Operation": "emergency-rotation", "SecretId": "s"}});
+        assert_eq!(
+            Request::parse(&other),
+            Err(EventError::UnknownOperation("emergency-rotation".into())),
+            "never an emergency"
+        );
+        let bare = json!({"RequestType": "Create", "ResourceProperties": {"SecretId": "s"}});
+        assert_eq!(Request::parse(&bare), Err(EventError::Missing("ResourceProperties.Operation")));
     }
 
     #[test]

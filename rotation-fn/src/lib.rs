@@ -126,6 +126,11 @@ impl Rotator {
             Request::Operator(OperatorRequest::Emergency { secret_id, fleet_wait }) => {
                 emergency::run(self, &secret_id, fleet_wait, deadline).await
             }
+            Request::Deployment { delete: true, physical_id, .. } => Ok(json!({ "PhysicalResourceId": physical_id })),
+            Request::Deployment { secret_id, .. } => {
+                let table = preflight::run(self, &secret_id, deadline).await?;
+                Ok(preflight::custom_resource_answer(&table, &secret_id))
+            }
         }
     }
 

@@ -79,6 +79,39 @@ pub(crate) async fn run(rotator: &Rotator, secret_id: &str, deadline: Deadline) 
     .await
 }
 
+/// Most of a custom resource's answer CloudFormation keeps (it takes 4 KB in
+/// all) goes to the summary of what failed.
+const SUMMARY_CHARS: usize = 1000;
+
+/// The pre-flight as the CDK app's custom resource answers CloudFormation:
+/// small string attributes, the stack's outputs. Never an error: a failed
+/// check must not roll a deployment back (the alarm on the `pre-flight` line
+/// reports it).
+pub(crate) fn custom_resource_answer(table: &Value, secret_id: &str) -> Value {
+    let count = |key: &str| table[key].as_u64().unwrap_or_default().to_string();
+    let ready = table["ready"].as_bool().unwrap_or(false);
+    let failed: Vec<String> = table["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| {
+            let (check, fix) = (c["check"].as_str().unwrap_or_default(), c["fix"].as_str().unwrap_or_default());
+            format!("{check}: {fix}")
+        })
+        .collect();
+    let summary = if ready { "ready".to_owned() } else { failed.join("; ") };
+    let summary: String = if summary.chars().count() > SUMMARY_CHARS {
+        summary.chars().take(SUMMARY_CHARS - 1).chain(std::iter::once('…')).collect()
+    } else {
+        summary
+    };
+    serde_json::json!({
+        "PhysicalResourceId": format!("preflight:{secret_id}"),
+        "Data": { "Ready": ready.to_string(), "Failed": count("failed"), "Warnings": count("warnings"), "Summary": summary },
+    })
+}
+
 /// Fills `report`; returns the secret's ARN (or the id asked about, when
 /// DescribeSecret failed).
 async fn checks(rotator: &Rotator, secret_id: &str, deadline: Deadline, report: &mut Report) -> String {
@@ -383,4 +416,32 @@ async fn master_secret(report: &mut Report, ctx: &StepContext<'_>, app: &DbSecre
     }
     report.pass("master secret", format!("user {:?} on {}:{}", master.username, master.host, master.port));
     Some(master)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_custom_resource_answer_is_small_strings_and_names_what_failed() {
+        let ready = json!({"ready": true, "failed": 0, "warnings": 1, "checks": [{"check": "a", "status": "warn", "fix": "x"}]});
+        let answer = custom_resource_answer(&ready, "s");
+        assert_eq!(answer["PhysicalResourceId"], "preflight:s");
+        assert_eq!(answer["Data"], json!({"Ready": "true", "Failed": "0", "Warnings": "1", "Summary": "ready"}));
+
+        let long = "f".repeat(2000);
+        let broken = json!({"ready": false, "failed": 2, "warnings": 0, "checks": [
+            {"check": "a", "status": "pass", "fix": null},
+            {"check": "AWSCURRENT login", "status": "fail", "fix": "set the password"},
+            {"check": "b", "status": "fail", "fix": long},
+        ]});
+        let answer = custom_resource_answer(&broken, "s");
+        let summary = answer["Data"]["Summary"].as_str().unwrap_or_default();
+        assert!(summary.starts_with("AWSCURRENT login: set the password; b: fff"), "{summary}");
+        assert_eq!(summary.chars().count(), SUMMARY_CHARS);
+        assert!(summary.ends_with('…'));
+        assert_eq!((answer["Data"]["Ready"].as_str(), answer["Data"]["Failed"].as_str()), (Some("false"), Some("2")));
+    }
 }

@@ -272,3 +272,40 @@ async fn each_broken_deployment_is_named_with_its_fix_and_nothing_is_written() {
     assert_eq!(status(&table, "AWSCURRENT login"), "skip");
     env.assert_no_leaks().await;
 }
+
+/// What the CDK app's custom resource sends once per deployment (CloudFormation's
+/// Provider framework): the same checks, answered as small string attributes that become
+/// the stack's outputs, and never an error for a failed check (a deployment must not
+/// roll back over it). Delete checks nothing.
+#[tokio::test]
+async fn the_deployments_custom_resource_gets_the_verdict_as_stack_outputs_and_never_fails_the_deployment() {
+    let mut env = TestEnv::start().await;
+    let arn = env.create_user_and_secret("preflight-deploy", "app", PASSWORD).await;
+    let event = |kind: &str, secret: &str| {
+        json!({"RequestType": kind, "RequestId": "r1", "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/s/1",
+               "ResourceProperties": {"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:fw",
+                                      "Operation": "preflight", "SecretId": secret, "Trigger": "h1"}})
+    };
+    let answer = env.invoke(&event("Create", &arn)).await.expect("answered");
+    assert_eq!(answer["PhysicalResourceId"], format!("preflight:{arn}"));
+    assert_eq!(answer["Data"]["Ready"], "true", "{answer:#}");
+    assert_eq!((answer["Data"]["Failed"].as_str(), answer["Data"]["Summary"].as_str()), (Some("0"), Some("ready")));
+    assert_eq!(answer["Data"]["Warnings"], "2", "rotation not on yet, a certificate that lives two days: {answer:#}");
+
+    // A wrong password in AWSCURRENT: not ready, the summary names the check and its fix.
+    let wrong = env.secret_json("app", "Not-The-Passw0rd-1");
+    env.put_value(&arn, &wrong, "AWSCURRENT").await;
+    let answer = env.invoke(&event("Update", &arn)).await.expect("a failed check is an answer, not an error");
+    assert_eq!(answer["Data"]["Ready"], "false", "{answer:#}");
+    let summary = answer["Data"]["Summary"].as_str().expect("summary");
+    assert!(summary.starts_with("AWSCURRENT login: "), "{summary}");
+    assert!(summary.chars().count() <= 1000);
+
+    let seq = last_seq(&env);
+    let gone = json!({"RequestType": "Delete", "PhysicalResourceId": format!("preflight:{arn}"),
+                      "ResourceProperties": {"Operation": "preflight", "SecretId": arn}});
+    let answer = env.invoke(&gone).await.expect("delete");
+    assert_eq!(answer, json!({"PhysicalResourceId": format!("preflight:{arn}")}));
+    assert_eq!(last_seq(&env), seq, "Delete made no Secrets Manager call");
+    env.assert_no_leaks().await;
+}
