@@ -58,7 +58,8 @@ fi
 # --workspace, as above, so that nothing is built again (`-p e2e` alone
 # unifies features differently and rebuilds half the tree).
 pg17_tests=(rotation_single_user rotation_alternating rotation_safety rotation_errors rotation_tls rotation_preflight
-  rotation_runtime rotation_own_role rotation_hostile_server provision hostile_secrets web_app_least_privilege)
+  rotation_emergency rotation_runtime rotation_own_role rotation_hostile_server provision hostile_secrets
+  web_app_least_privilege)
 pg17_filter=$(printf 'binary(=%s) | ' "${pg17_tests[@]}")
 E2E_PG_BIN=$pg17 cargo nextest run --workspace --locked --no-fail-fast -E "${pg17_filter% | }"; done_in
 
