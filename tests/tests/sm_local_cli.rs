@@ -151,6 +151,23 @@ async fn the_aws_cli_rotates_through_the_sm_local_binary_and_no_secret_reaches_i
     let payload: Value = serde_json::from_str(&std::fs::read_to_string(&out_path).expect("payload")).expect("JSON");
     assert_eq!(payload["errorType"], "InvalidEvent");
 
+    // The operator's emergency rotation, typed as the README and the demo print it.
+    let emergency = r#"{"Operation":"emergency-rotation","SecretId":"app-cli","FleetWaitSeconds":0}"#;
+    let invoked =
+        sm.aws_json(&["lambda", "invoke", "--function-name", FUNCTION, "--payload", emergency, &out_path]).await;
+    assert_eq!(
+        (invoked["StatusCode"].clone(), invoked["FunctionError"].clone()),
+        (json!(200), Value::Null),
+        "{invoked}"
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out_path).expect("payload")).expect("JSON");
+    assert_eq!(report["passwords_changed"], json!(["app"]), "{report}");
+    assert!(pg.login("app", &latest).await.is_err(), "the password before the emergency no longer logs in");
+    let now = sdk.get_secret_value().secret_id("app-cli").version_stage("AWSCURRENT").send().await.expect("read");
+    let after: Value = serde_json::from_str(now.secret_string().expect("SecretString")).expect("JSON");
+    let after = after["password"].as_str().expect("password").to_owned();
+    assert_eq!(pg.login("app", &after).await, Ok(()));
+
     // A fault rule posted to the control API reaches the CLI as AWS would send it.
     let rule = r#"{"operation":"ListSecrets","action":{"type":"error","code":"ThrottlingException"},"times":1}"#;
     let (status, _, body) = http("POST", &format!("{}/_sm-local/faults", sm.url), &[], rule).await;
@@ -172,7 +189,7 @@ async fn the_aws_cli_rotates_through_the_sm_local_binary_and_no_secret_reaches_i
     let log = sm.stderr();
     assert!(log.contains("secretsmanager call") && log.contains("operation=GetSecretValue"), "it logs the calls");
     assert!(log.contains(&format!("{FUNCTION} | END RequestId")), "and the function's output");
-    for password in [OLD, rotated.as_str(), latest.as_str()] {
+    for password in [OLD, rotated.as_str(), latest.as_str(), after.as_str()] {
         assert!(!log.contains(password), "a password reached sm-local's log");
     }
 }
