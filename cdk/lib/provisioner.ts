@@ -25,8 +25,8 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
-import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
+import { providerFramework } from './provider-framework';
 import {
   type BootstrapFunctionProps,
   bootstrapFunction,
@@ -96,41 +96,20 @@ export class DatabaseProvisioner extends Construct {
       },
     });
 
-    // The framework's function answers CloudFormation (a pre-signed S3 URL on
-    // the internet), so it stays outside the VPC; all it may do is invoke the
-    // provisioner and write its log. It gets a role of its own instead of the
-    // default one with the AWSLambdaBasicExecutionRole managed policy.
-    this.frameworkLogGroup = functionLogGroup(this, 'FrameworkLogs', props.logRetentionDays, props.encryptionKey);
-    this.frameworkRole = new iam.Role(this, 'FrameworkRole', {
-      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
-      description: 'Custom resource framework of the database provisioner: invoke it, write its log',
-      inlinePolicies: {
-        Framework: new iam.PolicyDocument({
-          statements: [
-            new iam.PolicyStatement({
-              sid: 'WriteItsOwnLogs',
-              actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
-              resources: [this.frameworkLogGroup.logGroupArn],
-            }),
-          ],
-        }),
-      },
-    });
-    const provider = new cr.Provider(this, 'Provider', {
+    // The Provider framework in front of it, outside the VPC, with a role that
+    // may only invoke the provisioner and write its own log (lib/provider-framework.ts).
+    const framework = providerFramework(this, {
       onEventHandler: this.function,
-      frameworkOnEventRole: this.frameworkRole,
-      logGroup: this.frameworkLogGroup,
-      providerFunctionEnvEncryption: props.encryptionKey,
+      handlerName: 'the provisioner',
+      description: 'Custom resource framework of the database provisioner: invoke it, write its log',
+      logRetentionDays: props.logRetentionDays,
+      encryptionKey: props.encryptionKey,
     });
-    Validations.of(this.frameworkRole).acknowledge({
-      id: `AwsSolutions-IAM5[Resource::<${stack.getLogicalId(this.function.node.defaultChild as lambda.CfnFunction)}.Arn>:*]`,
-      reason:
-        'Added by the Provider framework (grantInvoke): lambda:InvokeFunction on the provisioner and its versions ' +
-        '("<arn>:*"), nothing else; the function has no published versions.',
-    });
+    this.frameworkRole = framework.role;
+    this.frameworkLogGroup = framework.logGroup;
 
     this.resource = new CustomResource(this, 'Logins', {
-      serviceToken: provider.serviceToken,
+      serviceToken: framework.provider.serviceToken,
       resourceType: 'Custom::DatabaseLogins',
       properties: {
         MasterSecretArn: props.masterSecret.secretArn,

@@ -17,6 +17,7 @@ import { WebAppImage } from './image-registry';
 import { SchemaMigration } from './migration';
 import { Network } from './network';
 import { Operations } from './operations';
+import { RotationPreflight } from './preflight';
 import { DatabaseProvisioner } from './provisioner';
 import { LAMBDA_CA_BUNDLE_PATH, rdsCaBundlePem, rdsCaLayerDirectory } from './rds-ca-bundle';
 import { ROTATION_TIMEOUT_SECONDS, SecretRotation } from './rotation';
@@ -35,6 +36,7 @@ export class PgRotationStack extends Stack {
   readonly appRotation: SecretRotation;
   readonly masterRotation?: SecretRotation;
   readonly ownerRotation: SecretRotation;
+  readonly preflight: RotationPreflight;
   readonly image: WebAppImage;
   readonly migration: SchemaMigration;
   readonly webApp: WebAppFleet;
@@ -159,6 +161,31 @@ export class PgRotationStack extends Stack {
       });
     }
 
+    // The pre-flight of the app secret, once per deployment that creates or
+    // changes its rotation function (lib/preflight.ts): after the logins exist
+    // (the provisioner's resource) and after the function and its role, and
+    // BEFORE the app secret's rotation schedule is attached. Attaching a
+    // schedule makes Secrets Manager start something on the secret right away:
+    // with RotateImmediatelyOnUpdate=false (ours) a test of the configuration
+    // that creates an AWSPENDING version and removes it, with the default
+    // (true) a whole rotation. A pre-flight racing either sees AWSPENDING on
+    // another version and reports it as a failed check, which would fire the
+    // AppRotationPreflightFailed alarm on every first deployment. Run before the
+    // schedule, the first deployment's pre-flight reports "rotation not
+    // enabled" as a warning only; later deployments find the schedule that the
+    // previous one attached. (A deployment that changes the function during a
+    // scheduled rotation's window can still meet a real rotation in progress;
+    // that report is true: run it again afterwards, AppPreflightCommand.)
+    this.preflight = new RotationPreflight(this, 'AppSecretPreflight', {
+      rotation: this.appRotation,
+      secret: db.appSecretAttachment,
+      layers: [caBundleLayer],
+      logRetentionDays: s.logRetentionDays,
+      encryptionKey: this.key,
+    });
+    this.preflight.resource.node.addDependency(this.provisioner.resource);
+    this.appRotation.schedule.node.addDependency(this.preflight.resource);
+
     // The image: published by `cdk deploy` to the bootstrap's repository,
     // copied into the stack's own during the deployment (lib/image-registry.ts).
     // The build context's .dockerignore lets in only what the image needs (the
@@ -258,6 +285,7 @@ export class PgRotationStack extends Stack {
           this.appRotation,
           this.ownerRotation,
           ...(this.masterRotation ? [this.masterRotation] : []),
+          this.preflight,
           this.image,
           this.migration,
           this.webApp,
@@ -279,6 +307,8 @@ export class PgRotationStack extends Stack {
         `--payload '{"Operation": "preflight", "SecretId": "${db.appSecret.secretArn}"}' preflight.json`,
       'would a rotation of the app secret succeed now? (writes nothing; README "Pre-flight")',
     );
+    out('AppPreflightReady', this.preflight.ready, 'the last pre-flight a deployment ran (when the function was created or changed): "true" when no check failed');
+    out('AppPreflightSummary', this.preflight.summary, 'the last pre-flight a deployment ran: "ready", or the failed checks with their fixes (README "Pre-flight")');
     out('AppRotationLogGroup', this.appRotation.logGroup.logGroupName, 'aws logs tail <this> --follow');
     out('OwnerRotationLogGroup', this.ownerRotation.logGroup.logGroupName, 'aws logs tail <this> --follow');
     if (this.masterRotation) {

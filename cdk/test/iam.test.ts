@@ -214,6 +214,40 @@ describe('database provisioner role', () => {
   });
 });
 
+describe("the app secret's pre-flight", () => {
+  for (const [name, context] of Object.entries({ DEFAULTS, SINGLE_USER_CMK })) {
+    it(`${name}: the custom resource framework's role writes its log and may look up and invoke the app rotation function only`, () => {
+      const s = synth(context);
+      const p = s.stack.preflight;
+      const fn = s.logicalId(s.stack.appRotation.function);
+      assert.deepEqual(statementsOfRole(s.json, s.logicalId(p.frameworkRole)), [
+        { Sid: 'WriteItsOwnLogs', Effect: 'Allow', Action: ['logs:CreateLogStream', 'logs:PutLogEvents'], Resource: s.ref(p.frameworkLogGroup.logGroupArn) },
+        {
+          Effect: 'Allow',
+          Action: 'lambda:InvokeFunction',
+          Resource: [{ 'Fn::GetAtt': [fn, 'Arn'] }, { 'Fn::Join': ['', [{ 'Fn::GetAtt': [fn, 'Arn'] }, ':*']] }],
+        },
+        { Effect: 'Allow', Action: 'lambda:GetFunction', Resource: { 'Fn::GetAtt': [fn, 'Arn'] } },
+      ]);
+      const role = s.json.Resources[s.logicalId(p.frameworkRole)].Properties!;
+      assert.equal(role.ManagedPolicyArns, undefined);
+      assert.deepEqual(role.AssumeRolePolicyDocument.Statement, [
+        { Action: 'sts:AssumeRole', Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' } },
+      ]);
+    });
+  }
+
+  it('adds nothing to the rotation function\'s own role: the pre-flight uses what a rotation may do', () => {
+    // The app rotation role's complete statements are asserted above ("rotation function role");
+    // here: no policy resource attached to it by the pre-flight's grants.
+    const s = synth(DEFAULTS);
+    const attached = resourcesOfType(s.json, 'AWS::IAM::Policy').filter(([, p]) =>
+      JSON.stringify(p.Roles).includes(s.logicalId(s.stack.appRotation.role)),
+    );
+    assert.deepEqual(attached, []);
+  });
+});
+
 describe('deletion protection guard role', () => {
   it('may modify this database instance only, and write its log', () => {
     const s = synth(DEFAULTS);

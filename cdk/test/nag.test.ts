@@ -93,6 +93,7 @@ describe('cdk-nag AwsSolutions', () => {
     assert.deepEqual(
       acknowledgements(s.stack).map((a) => `${a.path} ${a.rule}`),
       [
+        'PgRotation/AppSecretPreflight/FrameworkRole AwsSolutions-IAM5[Resource::<AppSecretRotationFunction0FB4872F.Arn>:*]',
         'PgRotation/AppSecretRotation/Role AwsSolutions-IAM5[Resource::*]',
         'PgRotation/Database/Instance AwsSolutions-RDS10',
         'PgRotation/Database/Instance AwsSolutions-RDS11',
