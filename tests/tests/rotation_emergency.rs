@@ -18,10 +18,13 @@ const OLD: &str = "Initial-Passw0rd-for-emergency";
 const OWNER: &str = "Owner-Passw0rd-for-emergency";
 const JOB: &str = "nightly-report";
 
-/// The app's pool: long-lived connections; the change check's interval is the test's.
+/// The app's sessions: a full pool of long-lived connections, so that it opens no new
+/// one (and so meets no refused login that would make it move by itself) until the
+/// emergency rotation ends its sessions. The change check's interval is the test's.
+const POOL: i64 = 8;
 const LONG_LIVED: &[(&str, &str)] = &[
     ("APP_POOL_MAX_CONNECTIONS", "8"),
-    ("APP_POOL_MIN_CONNECTIONS", "2"),
+    ("APP_POOL_MIN_CONNECTIONS", "8"),
     ("APP_POOL_ACQUIRE_TIMEOUT", "9s"),
     ("APP_CONN_MAX_LIFETIME", "600s"),
     ("APP_REQUEST_TIMEOUT", "10s"),
@@ -52,7 +55,18 @@ async fn serving(env: &mut TestEnv, name: &str, check_interval: &str) -> (String
     let app = WebApp::spawn(&WebApp::env(env, &arn, &env.moto.endpoint(), &vars)).await;
     let load = Load::start(&app, 16, Duration::from_millis(100));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    (arn, app, load)
+    let mut conn = env.pg.superuser().await;
+    for _ in 0..100 {
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'web-app'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("pg_stat_activity");
+        if open >= POOL {
+            return (arn, app, load);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the app never filled its pool of {POOL}")
 }
 
 fn assert_served(report: &LoadReport) {
