@@ -26,7 +26,7 @@ import { Construct } from 'constructs';
 import { APP_LOG_ACTIONS, ECR_PULL_ACTIONS } from './network';
 import { secretsKeyStatement } from './rotation';
 import type { CpuArchitecture } from './settings';
-import { containerCommon, containerLogTo, ecrLogin, hostPreamble } from './web-app-fleet';
+import { containerCommon, containerLogTo, ecrLogin, encryptedRootVolume, hostPreamble } from './web-app-fleet';
 
 export interface SchemaMigrationProps {
   readonly vpc: ec2.IVpc;
@@ -96,17 +96,7 @@ export class SchemaMigration extends Construct {
       httpEndpoint: true,
       httpPutResponseHopLimit: 2,
       instanceInitiatedShutdownBehavior: ec2.InstanceInitiatedShutdownBehavior.STOP,
-      blockDevices: [
-        {
-          deviceName: '/dev/xvda',
-          volume: ec2.BlockDeviceVolume.ebs(16, {
-            encrypted: true,
-            kmsKey: props.encryptionKey,
-            volumeType: ec2.EbsDeviceVolumeType.GP3,
-            deleteOnTermination: true,
-          }),
-        },
-      ],
+      blockDevices: [encryptedRootVolume(props.encryptionKey)],
     });
     this.instance = new ec2.CfnInstance(this, 'Instance', {
       launchTemplate: {

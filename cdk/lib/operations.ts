@@ -163,80 +163,85 @@ export class Operations extends Construct {
       dimensions: { Version: '$.to' },
     });
 
-    const alarm = (alarmId: string, a: cloudwatch.AlarmProps) => {
-      const created = new cloudwatch.Alarm(this, alarmId, a);
+    // Every alarm tells the topic; a period with no data is not a breach.
+    const alarm = (alarmId: string, a: Omit<cloudwatch.AlarmProps, 'treatMissingData'>) => {
+      const created = new cloudwatch.Alarm(this, alarmId, { ...a, treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING });
       created.addAlarmAction(new cwActions.SnsAction(this.topic));
       this.alarms.push(created);
       return created;
     };
-    const fiveMinutes = Duration.minutes(5);
-    for (const r of props.rotations) {
-      alarm(`${r.name}Errors`, {
-        alarmDescription: `${r.name}: a rotation step failed (its log names the step, the error type, the host and the SQLSTATE)`,
-        metric: r.function.metricErrors({ period: fiveMinutes, statistic: 'Sum' }),
+    /** Fires on the first occurrence: `metric` at 1 or more in one period. */
+    const onFirst = (alarmId: string, alarmDescription: string, metric: cloudwatch.IMetric) =>
+      alarm(alarmId, {
+        alarmDescription,
+        metric,
         threshold: 1,
         evaluationPeriods: 1,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       });
+    /** A rotation function's JSON log line counted as `<function><name>`, its value one of the line's fields. */
+    const fromRotationLog = (r: WatchedFunction, name: string, filterPattern: logs.IFilterPattern, metricValue: string) =>
+      new logs.MetricFilter(this, `${r.name}${name}`, {
+        logGroup: r.logGroup,
+        filterPattern,
+        metricNamespace: ROTATION_METRICS_NAMESPACE,
+        metricName: `${r.name}${name}`,
+        metricValue,
+      });
+    const fiveMinutes = Duration.minutes(5);
+    for (const r of props.rotations) {
+      onFirst(
+        `${r.name}Errors`,
+        `${r.name}: a rotation step failed (its log names the step, the error type, the host and the SQLSTATE)`,
+        r.function.metricErrors({ period: fiveMinutes, statistic: 'Sum' }),
+      );
       // A pre-flight (`{"Operation": "preflight"}`, README "Pre-flight") logs
       // one JSON line, {"fields": {"message": "pre-flight", "ready", "failed",
       // "warnings", "secret"}}: its failed-check count is the metric, and any
       // failed check wakes someone before the schedule finds it. The
       // invocation itself succeeds whatever it finds, so the Errors alarm
       // above never sees it.
-      const preflight = new logs.MetricFilter(this, `${r.name}PreflightFailedChecks`, {
-        logGroup: r.logGroup,
-        filterPattern: logs.FilterPattern.stringValue('$.fields.message', '=', 'pre-flight'),
-        metricNamespace: ROTATION_METRICS_NAMESPACE,
-        metricName: `${r.name}PreflightFailedChecks`,
-        metricValue: '$.fields.failed',
-      });
+      const preflight = fromRotationLog(
+        r,
+        'PreflightFailedChecks',
+        logs.FilterPattern.stringValue('$.fields.message', '=', 'pre-flight'),
+        '$.fields.failed',
+      );
       this.preflightFilters.push(preflight);
-      alarm(`${r.name}PreflightFailed`, {
-        alarmDescription:
-          `${r.name}: a pre-flight found a check a rotation would fail on; run it again for the table with each fix ` +
+      onFirst(
+        `${r.name}PreflightFailed`,
+        `${r.name}: a pre-flight found a check a rotation would fail on; run it again for the table with each fix ` +
           '(README "Pre-flight")',
-        metric: preflight.metric({ period: fiveMinutes, statistic: 'Maximum' }),
-        threshold: 1,
-        evaluationPeriods: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      });
+        preflight.metric({ period: fiveMinutes, statistic: 'Maximum' }),
+      );
       // Every setSecret logs who is still connected as the login whose
       // password it changes (README "Who is still connected when a password
       // changes"): {"fields": {"message": "sessions of the login whose password
       // changes", "role": "retiring" | "current", "sessions", "clients", "login"}}.
       // Sessions of a *retiring* login (alternating users: the one AWSPREVIOUS
       // held) are clients that have not moved and fail at their next login.
-      const retiring = new logs.MetricFilter(this, `${r.name}RetiringLoginSessions`, {
-        logGroup: r.logGroup,
-        filterPattern: logs.FilterPattern.all(
+      const retiring = fromRotationLog(
+        r,
+        'RetiringLoginSessions',
+        logs.FilterPattern.all(
           logs.FilterPattern.stringValue('$.fields.message', '=', RETIRING_EVIDENCE_MESSAGE),
           logs.FilterPattern.stringValue('$.fields.role', '=', 'retiring'),
         ),
-        metricNamespace: ROTATION_METRICS_NAMESPACE,
-        metricName: `${r.name}RetiringLoginSessions`,
-        metricValue: '$.fields.sessions',
-      });
+        '$.fields.sessions',
+      );
       this.retiringLoginFilters.push(retiring);
-      alarm(`${r.name}RetiringLoginInUse`, {
-        alarmDescription:
-          `${r.name}: a rotation changed (or, with RETIRING_LOGIN_IN_USE=fail, held off changing) the password of a ` +
+      onFirst(
+        `${r.name}RetiringLoginInUse`,
+        `${r.name}: a rotation changed (or, with RETIRING_LOGIN_IN_USE=fail, held off changing) the password of a ` +
           'login that still had sessions; the log line names the clients, which fail at their next login',
-        metric: retiring.metric({ period: fiveMinutes, statistic: 'Maximum' }),
-        threshold: 1,
-        evaluationPeriods: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      });
+        retiring.metric({ period: fiveMinutes, statistic: 'Maximum' }),
+      );
       alarm(`${r.name}Duration`, {
         alarmDescription: `${r.name}: a step took over ${DURATION_ALARM_SHARE * 100} % of the function's timeout`,
         metric: r.function.metricDuration({ period: fiveMinutes, statistic: 'Maximum' }),
         threshold: r.timeout.toMilliseconds() * DURATION_ALARM_SHARE,
         evaluationPeriods: 1,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       });
     }
     // The database: CPU, free storage (autoscaling storage has a ceiling),
@@ -248,7 +253,6 @@ export class Operations extends Construct {
       threshold: 80,
       evaluationPeriods: 3,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     alarm('DatabaseFreeStorage', {
       alarmDescription: 'Database free storage below 2 GiB (storage autoscaling stops at its maximum)',
@@ -256,7 +260,6 @@ export class Operations extends Construct {
       threshold: 2 * 1024 ** 3,
       evaluationPeriods: 1,
       comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     alarm('DatabaseConnections', {
       alarmDescription: `Database connections above 80 % of the instance class's ${props.maxConnections}`,
@@ -264,7 +267,6 @@ export class Operations extends Construct {
       threshold: Math.floor(props.maxConnections * 0.8),
       evaluationPeriods: 2,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     // The fleet: fewer instances in service than its size (launch failures,
     // EC2 status-check replacements that do not come back). Missing data is
@@ -282,24 +284,20 @@ export class Operations extends Construct {
       threshold: props.fleetSize,
       evaluationPeriods: 2,
       comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     // The rule itself: a rotation failure that EventBridge could not deliver
     // to the topic (a key or topic policy broken) would otherwise be silent.
-    alarm('AlertDeliveryFailures', {
-      alarmDescription: 'EventBridge failed to deliver a rotation failure event to the alert topic',
-      metric: new cloudwatch.Metric({
+    onFirst(
+      'AlertDeliveryFailures',
+      'EventBridge failed to deliver a rotation failure event to the alert topic',
+      new cloudwatch.Metric({
         namespace: 'AWS/Events',
         metricName: 'FailedInvocations',
         dimensionsMap: { RuleName: this.rule.ruleName },
         period: fiveMinutes,
         statistic: 'Sum',
       }),
-      threshold: 1,
-      evaluationPeriods: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
+    );
 
     const tg = props.targetGroup?.metrics;
     const loadBalancer = props.loadBalancer;
@@ -313,7 +311,6 @@ export class Operations extends Construct {
         evaluationPeriods: 3,
         datapointsToAlarm: 2,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       });
       alarm('UnhealthyInstances', {
         alarmDescription: 'An instance fails /ready (it cannot reach the database with its current login)',
@@ -321,7 +318,6 @@ export class Operations extends Construct {
         threshold: 1,
         evaluationPeriods: 3,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       });
     }
 

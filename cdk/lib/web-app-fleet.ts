@@ -151,17 +151,7 @@ export class WebAppFleet extends Construct {
       httpEndpoint: true,
       // 2, not 1: the container's requests cross the Docker bridge, one hop more.
       httpPutResponseHopLimit: 2,
-      blockDevices: [
-        {
-          deviceName: '/dev/xvda',
-          volume: ec2.BlockDeviceVolume.ebs(16, {
-            encrypted: true,
-            kmsKey: props.encryptionKey,
-            volumeType: ec2.EbsDeviceVolumeType.GP3,
-            deleteOnTermination: true,
-          }),
-        },
-      ],
+      blockDevices: [encryptedRootVolume(props.encryptionKey)],
     });
 
     this.group = new autoscaling.AutoScalingGroup(this, 'Group', {
@@ -288,6 +278,19 @@ export class WebAppFleet extends Construct {
 const CA_DIR_ON_HOST = CA_ON_HOST.replace(/\/[^/]+$/, '');
 
 /** `docker login` to this account's registry with the instance role. */
+/** The instances' root volume: 16 GiB gp3, encrypted (with the stack key when there is one), gone with the instance. */
+export function encryptedRootVolume(encryptionKey?: kms.IKey): ec2.BlockDevice {
+  return {
+    deviceName: '/dev/xvda',
+    volume: ec2.BlockDeviceVolume.ebs(16, {
+      encrypted: true,
+      kmsKey: encryptionKey,
+      volumeType: ec2.EbsDeviceVolumeType.GP3,
+      deleteOnTermination: true,
+    }),
+  };
+}
+
 export function ecrLogin(stack: Stack): string {
   const registry = `${stack.account}.dkr.ecr.${stack.region}.${stack.urlSuffix}`;
   return `aws ecr get-login-password --region ${stack.region} | docker login --username AWS --password-stdin ${registry}`;
