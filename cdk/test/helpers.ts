@@ -53,6 +53,34 @@ export function resourcesOfType(json: CfnTemplate, type: string): [string, Recor
     .map(([id, r]) => [id, r.Properties ?? {}]);
 }
 
+/** Ref and Fn::GetAtt targets anywhere in a value. */
+export function refsOf(value: unknown): string[] {
+  if (Array.isArray(value)) return value.flatMap(refsOf);
+  if (value && typeof value === 'object') {
+    const o = value as Record<string, unknown>;
+    if (typeof o.Ref === 'string') return [o.Ref];
+    if (Array.isArray(o['Fn::GetAtt'])) return [o['Fn::GetAtt'][0] as string];
+    return Object.values(o).flatMap(refsOf);
+  }
+  return [];
+}
+
+/** Everything resource `id` waits for, directly or through what those wait for (DependsOn, Ref, Fn::GetAtt). */
+export function waitsFor(json: CfnTemplate, id: string): Set<string> {
+  const seen = new Set<string>();
+  const visit = (r: string) => {
+    const resource = json.Resources[r];
+    if (!resource) return; // a parameter or pseudo parameter
+    for (const dep of [...(resource.DependsOn ?? []), ...refsOf(resource.Properties)]) {
+      if (seen.has(dep)) continue;
+      seen.add(dep);
+      visit(dep);
+    }
+  };
+  visit(id);
+  return seen;
+}
+
 export interface Statement {
   Sid?: string;
   Effect: string;

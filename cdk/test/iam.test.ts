@@ -5,6 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type * as logs from 'aws-cdk-lib/aws-logs';
 import { ARM_ONE_INSTANCE, DEFAULTS, SINGLE_USER_CMK } from './configurations';
 import { actionsOf, resourcesOfType, statementsOfRole, synth, type Statement, type Synthesised } from './helpers';
 
@@ -200,16 +201,7 @@ describe('database provisioner role', () => {
     const s = synth(DEFAULTS);
     const p = s.stack.provisioner;
     const fn = s.logicalId(p.function);
-    assert.deepEqual(statementsOfRole(s.json, s.logicalId(p.frameworkRole)), [
-      { Sid: 'WriteItsOwnLogs', Effect: 'Allow', Action: ['logs:CreateLogStream', 'logs:PutLogEvents'], Resource: s.ref(p.frameworkLogGroup.logGroupArn) },
-      {
-        Effect: 'Allow',
-        Action: 'lambda:InvokeFunction',
-        Resource: [{ 'Fn::GetAtt': [fn, 'Arn'] }, { 'Fn::Join': ['', [{ 'Fn::GetAtt': [fn, 'Arn'] }, ':*']] }],
-      },
-      // The framework checks the function's state before invoking it.
-      { Effect: 'Allow', Action: 'lambda:GetFunction', Resource: { 'Fn::GetAtt': [fn, 'Arn'] } },
-    ]);
+    assert.deepEqual(statementsOfRole(s.json, s.logicalId(p.frameworkRole)), frameworkStatements(s, p.frameworkLogGroup, fn));
     assert.equal(s.json.Resources[s.logicalId(p.frameworkRole)].Properties!.ManagedPolicyArns, undefined);
   });
 });
@@ -220,15 +212,7 @@ describe("the app secret's pre-flight", () => {
       const s = synth(context);
       const p = s.stack.preflight;
       const fn = s.logicalId(s.stack.appRotation.function);
-      assert.deepEqual(statementsOfRole(s.json, s.logicalId(p.frameworkRole)), [
-        { Sid: 'WriteItsOwnLogs', Effect: 'Allow', Action: ['logs:CreateLogStream', 'logs:PutLogEvents'], Resource: s.ref(p.frameworkLogGroup.logGroupArn) },
-        {
-          Effect: 'Allow',
-          Action: 'lambda:InvokeFunction',
-          Resource: [{ 'Fn::GetAtt': [fn, 'Arn'] }, { 'Fn::Join': ['', [{ 'Fn::GetAtt': [fn, 'Arn'] }, ':*']] }],
-        },
-        { Effect: 'Allow', Action: 'lambda:GetFunction', Resource: { 'Fn::GetAtt': [fn, 'Arn'] } },
-      ]);
+      assert.deepEqual(statementsOfRole(s.json, s.logicalId(p.frameworkRole)), frameworkStatements(s, p.frameworkLogGroup, fn));
       const role = s.json.Resources[s.logicalId(p.frameworkRole)].Properties!;
       assert.equal(role.ManagedPolicyArns, undefined);
       assert.deepEqual(role.AssumeRolePolicyDocument.Statement, [
@@ -398,3 +382,20 @@ describe('Secrets Manager invoking the rotation function', () => {
     });
   }
 });
+
+/**
+ * Everything a custom resource framework's role (lib/provider-framework.ts) may do: write its own
+ * log, and look up and invoke the one function `fn` (logical id) in front of which it stands.
+ */
+function frameworkStatements(s: Synthesised, logGroup: logs.ILogGroup, fn: string): Statement[] {
+  return [
+    { Sid: 'WriteItsOwnLogs', Effect: 'Allow', Action: ['logs:CreateLogStream', 'logs:PutLogEvents'], Resource: s.ref(logGroup.logGroupArn) },
+    {
+      Effect: 'Allow',
+      Action: 'lambda:InvokeFunction',
+      Resource: [{ 'Fn::GetAtt': [fn, 'Arn'] }, { 'Fn::Join': ['', [{ 'Fn::GetAtt': [fn, 'Arn'] }, ':*']] }],
+    },
+    // The framework checks the function's state before invoking it.
+    { Effect: 'Allow', Action: 'lambda:GetFunction', Resource: { 'Fn::GetAtt': [fn, 'Arn'] } },
+  ];
+}

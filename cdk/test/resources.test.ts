@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { Match } from 'aws-cdk-lib/assertions';
 import { ROTATION_MEMORY_MB } from '../lib/rotation';
 import { ARM_ONE_INSTANCE, DEFAULTS, LEAN, SINGLE_USER_CMK } from './configurations';
-import { resourcesOfType, synth, type Synthesised } from './helpers';
+import { refsOf, resourcesOfType, synth, type Synthesised, waitsFor } from './helpers';
 
 /** `${address}:${port}` of the database instance, as the template renders DB_ENDPOINTS / APP_DB_ENDPOINTS. */
 function dbEndpoints(s: Synthesised): unknown {
@@ -142,8 +142,8 @@ describe('database provisioner', () => {
       OwnerSecretArn: s.ref(db.ownerSecretAttachment.secretArn),
     });
     // It waits for the database, its network path (the endpoint and the rules).
-    for (const waitsFor of [db.instance, s.stack.network.secretsManagerEndpoint]) {
-      assert.ok(resource.DependsOn?.includes(s.logicalId(waitsFor)), `waits for ${waitsFor.node.path}`);
+    for (const dependency of [db.instance, s.stack.network.secretsManagerEndpoint]) {
+      assert.ok(resource.DependsOn?.includes(s.logicalId(dependency)), `waits for ${dependency.node.path}`);
     }
   });
 
@@ -497,32 +497,11 @@ describe('a failed first deployment rolls back cleanly', () => {
     // Everything the guard waits for, directly or through what those wait for
     // (DependsOn, Ref, Fn::GetAtt): that must be the whole stack but the guard's
     // own parts and CDK's lookups.
-    const refsOf = (value: unknown): string[] => {
-      if (Array.isArray(value)) return value.flatMap(refsOf);
-      if (value && typeof value === 'object') {
-        const o = value as Record<string, unknown>;
-        if (typeof o.Ref === 'string') return [o.Ref];
-        if (Array.isArray(o['Fn::GetAtt'])) return [o['Fn::GetAtt'][0] as string];
-        return Object.values(o).flatMap(refsOf);
-      }
-      return [];
-    };
-    const waitsFor = new Set<string>();
-    const visit = (id: string) => {
-      const r = s.json.Resources[id];
-      if (!r) return; // a parameter or pseudo parameter
-      for (const dep of [...(r.DependsOn ?? []), ...refsOf(r.Properties)]) {
-        if (!waitsFor.has(dep)) {
-          waitsFor.add(dep);
-          visit(dep);
-        }
-      }
-    };
-    visit(guards[0][0]);
+    const guardWaitsFor = waitsFor(s.json, guards[0][0]);
     const guardParts = new Set([guards[0][0], ...refsOf(guard.Properties)]);
     for (const [id, resource] of Object.entries(s.json.Resources)) {
       if (guardParts.has(id) || id.startsWith('DatabaseDeletionProtection')) continue;
-      assert.ok(waitsFor.has(id), `the guard does not wait for ${id} (${resource.Type})`);
+      assert.ok(guardWaitsFor.has(id), `the guard does not wait for ${id} (${resource.Type})`);
     }
   });
 
