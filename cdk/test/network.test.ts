@@ -167,16 +167,21 @@ describe('Secrets Manager endpoint', () => {
   });
 });
 
+/** The services of the VPC's interface endpoints, sorted. */
+function interfaceEndpointServices(s: Synthesised): string[] {
+  return resourcesOfType(s.json, 'AWS::EC2::VPCEndpoint')
+    .filter(([, e]) => e.VpcEndpointType === 'Interface')
+    .map(([, e]) => e.ServiceName as string)
+    .sort();
+}
+
 describe("the instances' endpoints", () => {
   const policy = (s: Synthesised, name: keyof Synthesised['stack']['network']['hostEndpoints']) =>
     s.json.Resources[s.logicalId(s.stack.network.hostEndpoints[name]!)].Properties!;
 
   it('exist for ECR, SSM, SSM messages, CloudWatch Logs and CloudFormation, in both app subnets; no EC2 messages (Run Command)', () => {
     const s = synth(DEFAULTS);
-    const services = resourcesOfType(s.json, 'AWS::EC2::VPCEndpoint')
-      .filter(([, e]) => e.VpcEndpointType === 'Interface')
-      .map(([, e]) => e.ServiceName as string)
-      .sort();
+    const services = interfaceEndpointServices(s);
     assert.deepEqual(services, [
       'com.amazonaws.eu-west-1.cloudformation',
       'com.amazonaws.eu-west-1.ecr.api',
@@ -196,10 +201,7 @@ describe("the instances' endpoints", () => {
 
   it('lean: every endpoint in one zone, no SSM endpoints', () => {
     const s = synth(LEAN);
-    const services = resourcesOfType(s.json, 'AWS::EC2::VPCEndpoint')
-      .filter(([, e]) => e.VpcEndpointType === 'Interface')
-      .map(([, e]) => e.ServiceName as string)
-      .sort();
+    const services = interfaceEndpointServices(s);
     assert.deepEqual(services, [
       'com.amazonaws.eu-west-1.cloudformation',
       'com.amazonaws.eu-west-1.ecr.api',
