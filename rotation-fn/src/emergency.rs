@@ -39,7 +39,7 @@ use tracing::{info, warn};
 
 use crate::error::{Credential, RotationError};
 use crate::event::{RotationEvent, Step};
-use crate::evidence::{Client, Evidence, SessionSeen};
+use crate::evidence::{Client, Evidence, SessionSeen, read_sessions};
 use crate::guard::{PENDING, StageError};
 use crate::session::Session;
 use crate::strategy::Strategy;
@@ -132,15 +132,9 @@ pub(crate) async fn run(
     let mut sessions_ended = Vec::new();
     for session in &mut sessions {
         let login = session.user.clone();
-        let before = Evidence::gather(session, &login, &deadline).await?;
-        let pids = end_sessions_before(session, &login, clock, &deadline).await?;
-        sessions_ended.extend(
-            before
-                .sessions
-                .into_iter()
-                .filter(|s| pids.contains(&s.pid))
-                .map(|session| Ended { login: login.clone(), session }),
-        );
+        let what = "ending the sessions that logged in before the rotation";
+        let ended = read_sessions(session, what, sql::END_SESSIONS_BEFORE, &login, Some(clock), &deadline).await?;
+        sessions_ended.extend(ended.into_iter().map(|session| Ended { login: login.clone(), session }));
     }
     for session in sessions {
         session.close().await;
@@ -201,19 +195,6 @@ async fn server_clock(session: &mut Session, deadline: &Deadline) -> Result<f64,
     session
         .run("reading the server's clock", deadline, async |conn| {
             sqlx::query_scalar::<_, f64>(sql::SERVER_CLOCK).fetch_one(conn).await
-        })
-        .await
-}
-
-async fn end_sessions_before(
-    session: &mut Session,
-    login: &str,
-    clock: f64,
-    deadline: &Deadline,
-) -> Result<Vec<i32>, RotationError> {
-    session
-        .run("ending the sessions that logged in before the rotation", deadline, async |conn| {
-            sqlx::query_scalar::<_, i32>(sql::END_SESSIONS_BEFORE).bind(login).bind(clock).fetch_all(conn).await
         })
         .await
 }

@@ -80,26 +80,8 @@ pub struct Evidence {
 
 impl Evidence {
     pub(crate) async fn gather(session: &mut Session, login: &str, deadline: &Deadline) -> Result<Self, RotationError> {
-        let rows = session
-            .run("reading the login's sessions", deadline, async |conn| {
-                sqlx::query_as::<_, (i32, Option<String>, Option<String>, Option<String>, Option<f64>)>(
-                    sql::SESSIONS_OF,
-                )
-                .bind(login)
-                .fetch_all(conn)
-                .await
-            })
-            .await?;
-        let sessions = rows
-            .into_iter()
-            .map(|(pid, application, address, since, started)| SessionSeen {
-                pid,
-                application: application.unwrap_or_default(),
-                address,
-                since,
-                started,
-            })
-            .collect();
+        let what = "reading the login's sessions";
+        let sessions = read_sessions(session, what, sql::SESSIONS_OF, login, None, deadline).await?;
         Ok(Self { login: login.to_owned(), sessions })
     }
 
@@ -161,6 +143,39 @@ impl Evidence {
             );
         }
     }
+}
+
+/// Runs `query`, one of the statements that answer sessions of `login` with
+/// `sql::session_columns!` ([`sql::SESSIONS_OF`], [`sql::END_SESSIONS_BEFORE`]
+/// with `before` as its `$2`).
+pub(crate) async fn read_sessions(
+    session: &mut Session,
+    what: &str,
+    query: &'static str,
+    login: &str,
+    before: Option<f64>,
+    deadline: &Deadline,
+) -> Result<Vec<SessionSeen>, RotationError> {
+    let rows = session
+        .run(what, deadline, async |conn| {
+            let mut q = sqlx::query_as::<_, (i32, Option<String>, Option<String>, Option<String>, Option<f64>)>(query)
+                .bind(login);
+            if let Some(before) = before {
+                q = q.bind(before);
+            }
+            q.fetch_all(conn).await
+        })
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(pid, application, address, since, started)| SessionSeen {
+            pid,
+            application: application.unwrap_or_default(),
+            address,
+            since,
+            started,
+        })
+        .collect())
 }
 
 /// The message of the evidence line, one per setSecret.

@@ -98,34 +98,52 @@ pub const OWNED_OBJECTS: &str = "SELECT count(*) FROM pg_catalog.pg_shdepend d \
      JOIN pg_catalog.pg_roles r ON r.oid = d.refobjid \
      WHERE d.refclassid = 'pg_catalog.pg_authid'::regclass AND d.deptype = 'o' AND r.rolname = $1";
 
-/// The sessions of login `$1` other than the asking one, oldest first:
+/// What is read of each session of a login (alias `a`, `pg_stat_activity`):
 /// pid, application name, client address (`local` for a Unix socket),
 /// backend start (RFC 3339, UTC) and its epoch seconds. What a session may see
 /// of others' sessions is PostgreSQL's rule: the pid and application name
 /// always; address and start only for its own role's sessions or with
-/// `pg_read_all_stats` (the NULLs then say "hidden"). Background workers of
-/// the role are left out.
-pub const SESSIONS_OF: &str = "SELECT a.pid, a.application_name, \
-     CASE WHEN a.backend_start IS NULL THEN NULL \
-          ELSE coalesce(pg_catalog.host(a.client_addr), 'local') END, \
-     pg_catalog.to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-     extract(epoch FROM a.backend_start)::float8 \
-     FROM pg_catalog.pg_stat_activity a \
-     WHERE a.usename = $1 AND a.pid <> pg_catalog.pg_backend_pid() \
-       AND coalesce(a.backend_type, 'client backend') = 'client backend' \
-     ORDER BY a.backend_start NULLS LAST, a.pid";
+/// `pg_read_all_stats` (the NULLs then say "hidden").
+macro_rules! session_columns {
+    () => {
+        "a.pid, a.application_name, \
+         CASE WHEN a.backend_start IS NULL THEN NULL \
+              ELSE coalesce(pg_catalog.host(a.client_addr), 'local') END, \
+         pg_catalog.to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+         extract(epoch FROM a.backend_start)::float8"
+    };
+}
+
+/// Which sessions belong to login `$1`: its client backends (not background
+/// workers) other than the asking session.
+macro_rules! sessions_of_login {
+    () => {
+        "FROM pg_catalog.pg_stat_activity a \
+         WHERE a.usename = $1 AND a.pid <> pg_catalog.pg_backend_pid() \
+           AND coalesce(a.backend_type, 'client backend') = 'client backend'"
+    };
+}
+
+/// The sessions of login `$1` other than the asking one, oldest first
+/// (the columns of `session_columns!`).
+pub const SESSIONS_OF: &str =
+    concat!("SELECT ", session_columns!(), " ", sessions_of_login!(), " ORDER BY a.backend_start NULLS LAST, a.pid");
 
 /// The server's clock, in epoch seconds: the moment sessions are compared to.
 pub const SERVER_CLOCK: &str = "SELECT extract(epoch FROM pg_catalog.clock_timestamp())::float8";
 
 /// Ends the sessions of login `$1` (other than the asking one) that started
-/// before `$2` (epoch seconds); returns the pids whose end was signalled. A
-/// login may end its own sessions without any privilege.
-pub const END_SESSIONS_BEFORE: &str = "WITH old AS MATERIALIZED (SELECT a.pid FROM pg_catalog.pg_stat_activity a \
-     WHERE a.usename = $1 AND a.pid <> pg_catalog.pg_backend_pid() \
-       AND coalesce(a.backend_type, 'client backend') = 'client backend' \
-       AND a.backend_start < pg_catalog.to_timestamp($2)) \
-     SELECT pid FROM old WHERE pg_catalog.pg_terminate_backend(pid) ORDER BY pid";
+/// before `$2` (epoch seconds); returns those whose end was signalled, with
+/// the columns of [`SESSIONS_OF`], as they were when ended. A login may end
+/// its own sessions without any privilege.
+pub const END_SESSIONS_BEFORE: &str = concat!(
+    "WITH old AS MATERIALIZED (SELECT ",
+    session_columns!(),
+    " ",
+    sessions_of_login!(),
+    " AND a.backend_start < pg_catalog.to_timestamp($2)) \
+     SELECT * FROM old WHERE pg_catalog.pg_terminate_backend(pid) ORDER BY 5, 1"
+);
 
 pub const ROLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)";
 
