@@ -41,10 +41,12 @@
 //! - [`store`] (Secrets Manager through the [`store::SecretsApi`] seam, with
 //!   [`aws`] its SDK implementation), [`guard`] (the stage guard),
 //!   [`session`] (one login), [`roles`] (questions about roles, asked in a
-//!   session);
+//!   session), [`evidence`] (who is connected as a login);
 //! - [`context`]: what a step works with;
 //! - [`strategy`]: who changes whose password;
 //! - [`steps`]: the four steps, dispatched below;
+//! - [`preflight`] and [`emergency`]: the operator's requests, which run
+//!   checks or whole rotations through the rooms below;
 //! - [`provision`]: the deployment's provisioner, beside the rotation, using
 //!   the same bottom rooms.
 
